@@ -1,0 +1,75 @@
+"""``geodino models``, ``download``, ``check-weights`` and ``convert``: the weights registry from the shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from geodino.cli.app import app, console, guard
+from geodino.errors import InputError
+from geodino.models import build_model, download, get_spec, list_models, save_checkpoint
+
+WeightsOpt = Annotated[str | None, typer.Option("--weights", help="checkpoint file, HF folder, or 'random'")]
+CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="weights cache (default $GEODINO_CACHE or ~/.cache/geodino)")]
+
+
+@app.command("models")
+@guard
+def models_cmd(pattern: Annotated[str, typer.Argument(help="glob over names")] = "*") -> None:
+    """List the weights specs geodino can build."""
+    table = Table("name", "arch", "params", "bands", "mean / std", "official file", title="DINOv3 weights specs")
+    for name in list_models(pattern):
+        s = get_spec(name)
+        a = s.arch
+        approx = a.depth * (4 * a.embed_dim**2 + (3 if a.ffn != "mlp" else 2) * a.embed_dim * a.ffn_hidden)
+        stats = f"{s.mean} / {s.std}"
+        table.add_row(
+            name, f"D={a.embed_dim} x{a.depth} {a.ffn}", f"~{approx / 1e6:,.0f}M", ",".join(s.bands), stats, s.file_name or "(random only)"
+        )
+    console.print(table)
+
+
+@app.command("download")
+@guard
+def download_cmd(
+    model: Annotated[str, typer.Argument(help="spec name, e.g. dinov3_vitl16_sat493m")],
+    url: Annotated[str, typer.Option(help="the signed URL from Meta's access e-mail")],
+    cache_dir: CacheOpt = None,
+    check_hash: Annotated[bool, typer.Option(help="verify the sha256 prefix in the file name")] = True,
+) -> None:
+    """Download a checkpoint into the cache (temporary name, verified, then moved into place)."""
+    spec = get_spec(model)
+    path = download(url, spec=spec, cache=cache_dir, check_hash=check_hash)
+    build_model(spec, path, check_hash=check_hash)  # proves the file fits the spec
+    console.print(f"{spec.name}: weights ready at {path}")
+
+
+@app.command("check-weights")
+@guard
+def check_weights_cmd(model: str, weights: WeightsOpt = None, cache_dir: CacheOpt = None, check_hash: bool = True) -> None:
+    """Find and load a model's weights, and say where they came from."""
+    m = build_model(model, weights, cache=cache_dir, check_hash=check_hash)
+    info = m.weights_info
+    verified = f", sha256 prefix {info.hash_verified} verified" if info.hash_verified else ""
+    console.print(f"{info.spec}: loaded {info.source} ({info.layout} layout{verified})")
+
+
+@app.command("convert")
+@guard
+def convert_cmd(
+    model: str,
+    src: Annotated[str, typer.Argument(help="checkpoint to read (Meta .pth, .safetensors or HF folder)")],
+    dst: Annotated[Path, typer.Argument(help="where to write")],
+    to: Annotated[str, typer.Option(help="'meta' (.pth) or 'hf' (folder)")] = "hf",
+    check_hash: bool = True,
+) -> None:
+    """Convert a checkpoint between Meta's and Hugging Face's layouts."""
+    if to not in ("meta", "hf"):
+        raise InputError(f"--to must be 'meta' or 'hf', not {to!r}")
+    if dst.exists():
+        raise InputError(f"{dst} exists; choose a new path")
+    save_checkpoint(build_model(model, src, check_hash=check_hash), dst, layout=to)
+    console.print(f"{model}: wrote {to} checkpoint {dst}")

@@ -1,0 +1,224 @@
+"""Reading, verifying and matching DINOv3 checkpoints (Meta ``.pth`` and Hugging Face safetensors).
+
+Every file is read with ``torch.load(..., weights_only=True)`` or safetensors; nothing is unpickled.
+All failures surface as one :class:`WeightsError` sentence naming the file, the spec and the cause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from geodino.errors import WeightsError
+from geodino.models.keymap import HF_CONFIG_CHECKED, StateDict, hf_config, hf_to_meta
+from geodino.models.layers import canonical_bias_mask, default_periods
+from geodino.models.specs import REGISTRY, ArchSpec, WeightsSpec
+
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.(pth|pt)$")
+_WRAPPERS = ("model", "teacher", "state_dict", "model_state_dict")
+
+
+def hash_in_name(path: str | Path) -> str | None:
+    """The hash prefix in a torch.hub-style name (``name-<hex>.pth``), or None."""
+    m = _HASH_IN_NAME.search(Path(path).name)
+    return m.group(1) if m else None
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_hash(path: str | Path, expected: str | None = None) -> str | None:
+    """Check that the file's sha256 starts with ``expected`` (default: the hash in its name).
+
+    Returns the verified prefix, or None when there is nothing to verify against.
+    """
+    expected = expected or hash_in_name(path)
+    if not expected:
+        return None
+    digest = sha256_file(path)
+    if not digest.startswith(expected):
+        raise WeightsError(
+            f"{Path(path).name}: sha256 starts with {digest[:8]}, the name promises {expected}: the file is "
+            "corrupt, truncated or not the official one (pass check_hash=False / --no-check-hash to load it anyway)"
+        )
+    return expected
+
+
+def _unwrap(obj: object, path: Path) -> StateDict:
+    if isinstance(obj, dict):
+        for key in _WRAPPERS:
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: not a state dict of tensors (a flat Meta or Hugging Face checkpoint is expected)")
+    sd = {str(k): v for k, v in obj.items()}
+    if any(k.startswith("backbone.") for k in sd):  # training checkpoints nest the ViT under backbone.
+        sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+    return sd
+
+
+def _read_safetensors(path: Path) -> StateDict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: cannot read safetensors file, it is truncated or corrupt ({exc})") from None
+
+
+def _read_hf_dir(path: Path) -> tuple[StateDict, dict | None]:
+    config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else None
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        sd: StateDict = {}
+        for shard in shards:
+            sd.update(_read_safetensors(path / shard))
+        return sd, config
+    files = sorted(path.glob("*.safetensors"))
+    if len(files) == 1:
+        return _read_safetensors(files[0]), config
+    raise WeightsError(f"{path}: a Hugging Face model folder needs model.safetensors (or an index), found {len(files)} safetensors files")
+
+
+def read_checkpoint(path: str | Path) -> tuple[StateDict, str, dict | None]:
+    """Read a checkpoint file or Hugging Face folder: ``(state_dict, layout, hf_config)``,
+    layout ``"meta"`` or ``"hf"``; tensors stay in the file's dtype, on the CPU."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights not found: {path}")
+    config = None
+    if path.is_dir():
+        sd, config = _read_hf_dir(path)
+    elif path.suffix == ".safetensors":
+        sd = _read_safetensors(path)
+        cfg = path.with_name("config.json")
+        config = json.loads(cfg.read_text()) if cfg.exists() else None
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise WeightsError(
+                    f"{path}: cannot read checkpoint, the file is truncated or not a PyTorch file ({_first_line(exc)})"
+                ) from None
+            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+        except Exception as exc:  # pickle errors, EOF, unsupported globals
+            raise WeightsError(
+                f"{path}: cannot read checkpoint, the file is truncated or not a PyTorch file ({_first_line(exc)})"
+            ) from None
+        sd = _unwrap(obj, path)
+    layout = "hf" if any(k.endswith("embeddings.cls_token") for k in sd) else "meta"
+    return sd, layout, config
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
+
+
+def describe_state_dict(sd: StateDict) -> tuple[str, list[str]]:
+    """Guess a Meta-layout state dict's architecture: ``(description, names of specs that fit)``."""
+    if "cls_token" not in sd or "patch_embed.proj.weight" not in sd:
+        return "not a DINOv3 ViT state dict", []
+    dim = sd["cls_token"].shape[-1]
+    depth = 1 + max((int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
+    ffn = "swiglu" if "blocks.0.mlp.w1.weight" in sd else "mlp"
+    qkv_bias = "blocks.0.attn.qkv.bias" in sd
+    local = "local_cls_norm.weight" in sd
+    fits = [n for n, s in REGISTRY.items() if _fits(s.arch, dim, depth, ffn, qkv_bias) and s.arch.untie_local_cls_norm == local]
+    if not fits:  # local_cls_norm alone does not decide the architecture
+        fits = [n for n, s in REGISTRY.items() if _fits(s.arch, dim, depth, ffn, qkv_bias)]
+    what = f"embed_dim {dim}, {depth} blocks, {ffn} FFN, qkv bias {qkv_bias}, local_cls_norm {local}"
+    return what, fits
+
+
+def _fits(arch: ArchSpec, dim: int, depth: int, ffn: str, qkv_bias: bool) -> bool:
+    return arch.embed_dim == dim and arch.depth == depth and (arch.ffn == "mlp") == (ffn == "mlp") and arch.qkv_bias == qkv_bias
+
+
+def to_meta_layout(sd: StateDict, layout: str, spec: WeightsSpec, config: dict | None, source: str) -> StateDict:
+    """Bring a checkpoint into Meta's layout for ``spec``, checking a HF config against the spec."""
+    if layout == "meta":
+        return sd
+    if config is not None:
+        want = hf_config(spec.arch)
+        bad = [f"{k}={config.get(k)} (spec: {want[k]})" for k in HF_CONFIG_CHECKED if k in config and config[k] != want[k]]
+        if bad:
+            raise WeightsError(f"{source} does not fit {spec.name}: its config.json has {', '.join(bad)}")
+    try:
+        return hf_to_meta(sd, spec.arch)
+    except KeyError as exc:
+        raise WeightsError(f"{source} does not fit {spec.name}: {exc.args[0]}") from None
+
+
+def complete_state_dict(sd: StateDict, arch: ArchSpec) -> StateDict:
+    """Fill what a Meta checkpoint may lack or carry wrongly: ``bias_mask`` (absent, or NaN as the
+    reference initialises it) and ``rope_embed.periods`` (absent; kept in fp32 when present)."""
+    sd = dict(sd)
+    for key, t in list(sd.items()):
+        if key.endswith("attn.qkv.bias") and arch.mask_k_bias:
+            sd[key[: -len("bias")] + "bias_mask"] = canonical_bias_mask(t.shape[0])
+    sd.setdefault("rope_embed.periods", default_periods(arch.head_dim, arch.rope_base))
+    sd["rope_embed.periods"] = sd["rope_embed.periods"].float()
+    return sd
+
+
+def check_fit(sd: StateDict, expected: dict[str, torch.Size], spec: WeightsSpec, source: str) -> None:
+    """Raise one clear :class:`WeightsError` unless ``sd`` has exactly the expected keys and shapes."""
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(s)}" for k, s in expected.items() if k in sd and sd[k].shape != s]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if keys:
+            more = f", ... ({len(keys)} in all)" if len(keys) > 3 else ""
+            parts.append(f"{label}: {', '.join(keys[:3])}{more}")
+    what, fits = describe_state_dict(sd)
+    if fits and spec.name not in fits:
+        cause = f"it looks like a {what} checkpoint, which fits {', '.join(fits)}"
+    elif fits:
+        cause = "the file is incomplete or was saved from a modified model"
+    else:
+        cause = f"it is not a DINOv3 backbone checkpoint ({what})"
+    raise WeightsError(f"{source} does not fit {spec.name}: {'; '.join(parts)}. Likely cause: {cause}")
+
+
+def random_state_dict(spec: WeightsSpec, seed: int = 0, informative: bool = False) -> StateDict:
+    """Random weights in Meta's layout, as an official checkpoint would store them.
+
+    ``informative=True`` draws every parameter away from its initial value (LayerScale 0.02-0.3,
+    norms around 1, non-zero biases including the masked key bias) so that a comparison between
+    implementations exercises every weight; the default mirrors the reference initialisation.
+    """
+    from geodino.models.vit import DinoVisionTransformer
+
+    sd = {k: v.clone() for k, v in DinoVisionTransformer(spec.arch).init_weights(seed).state_dict().items()}
+    if informative:
+        g = torch.Generator().manual_seed(seed + 1)
+        for key, t in sd.items():
+            if key.endswith("bias_mask") or key == "rope_embed.periods":
+                continue
+            noise = torch.randn(t.shape, generator=g)
+            if key.endswith(".gamma"):
+                t.copy_(0.02 + 0.28 * torch.rand(t.shape, generator=g))
+            elif "norm" in key and key.endswith(".weight"):
+                t.copy_(1.0 + 0.1 * noise)
+            elif key.endswith(".bias") or key in ("mask_token", "cls_token", "storage_tokens"):
+                t.copy_((0.1 if "norm" in key else 0.02) * noise)
+    return sd

@@ -1,0 +1,221 @@
+"""Architectures and weights specs: the registry of every DINOv3 backbone geodino can build.
+
+A :class:`WeightsSpec` is the single owner of a model's preprocessing contract: input bands,
+mean/std, patch size, and where its official checkpoint comes from. Nothing else in geodino
+hard-codes normalisation constants.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from geodino.errors import SpecError
+
+FfnKind = Literal["mlp", "swiglu", "swiglu64"]
+
+#: Normalisation of the SAT-493M backbones (DINOv3 README). The CHMv2 head uses red mean 0.420.
+SAT493M_MEAN = (0.430, 0.411, 0.296)
+SAT493M_STD = (0.213, 0.156, 0.143)
+#: Normalisation of the LVD-1689M (web image) backbones: the ImageNet statistics.
+LVD1689M_MEAN = (0.485, 0.456, 0.406)
+LVD1689M_STD = (0.229, 0.224, 0.225)
+RGB = ("red", "green", "blue")
+DINOV3_LICENCE = "DINOv3 License"
+_URL_PATTERN = "https://dl.fbaipublicfiles.com/dinov3/dinov3_{arch}/{file}"
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Shape of a DINOv3 ViT. Field names follow the reference hub builders."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    ffn: FfnKind = "mlp"
+    ffn_ratio: float = 4.0
+    qkv_bias: bool = True
+    untie_local_cls_norm: bool = False
+    n_storage_tokens: int = 4
+    patch_size: int = 16
+    in_chans: int = 3
+    rope_base: float = 100.0
+    layerscale_init: float = 1e-5
+    norm_eps: float = 1e-5
+    mask_k_bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by {self.num_heads} heads")
+        if self.head_dim % 4:
+            raise ValueError(f"head_dim {self.head_dim} must be a multiple of 4 for 2-D RoPE")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def ffn_hidden(self) -> int:
+        """Width of the FFN's hidden layer as stored in the checkpoint (after SwiGLU's 2/3 rule)."""
+        hidden = int(self.embed_dim * self.ffn_ratio)
+        if self.ffn == "mlp":
+            return hidden
+        align = 64 if self.ffn == "swiglu64" else 8
+        d = int(hidden * 2 / 3)
+        return d + (-d) % align
+
+    @property
+    def n_prefix_tokens(self) -> int:
+        """CLS + storage tokens that precede the patch tokens."""
+        return 1 + self.n_storage_tokens
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A named set of weights: architecture plus the preprocessing contract and provenance."""
+
+    name: str
+    arch_name: str
+    arch: ArchSpec
+    dataset: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    bands: tuple[str, ...] = RGB
+    hash_prefix: str | None = None
+    hf_repo: str | None = None
+    licence: str = DINOV3_LICENCE
+    description: str = ""
+    random_only: bool = field(default=False)
+
+    def __post_init__(self) -> None:
+        n = self.arch.in_chans
+        if not (len(self.bands) == len(self.mean) == len(self.std) == n):
+            raise ValueError(f"{self.name}: bands, mean and std must each have in_chans={n} entries")
+
+    @property
+    def patch_size(self) -> int:
+        return self.arch.patch_size
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` reflectance-like values in [0, 1] -> the model's input, ``(x - mean) / std``."""
+        from kornia.enhance import normalize
+
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)
+        return normalize(x, mean, std)
+
+    @property
+    def file_stem(self) -> str:
+        """Official file name without the hash, e.g. ``dinov3_vitl16_pretrain_sat493m``."""
+        return f"dinov3_{self.arch_name}_pretrain_{self.dataset}"
+
+    @property
+    def file_name(self) -> str | None:
+        """Official checkpoint file name (``<stem>-<hash>.pth``), None for random-only specs."""
+        return f"{self.file_stem}-{self.hash_prefix}.pth" if self.hash_prefix else None
+
+    @property
+    def url_hint(self) -> str | None:
+        """Unsigned official URL; the working (signed) one comes from Meta's access form."""
+        if self.file_name is None:
+            return None
+        return _URL_PATTERN.format(arch=self.arch_name, file=self.file_name)
+
+
+_ARCHS: dict[str, ArchSpec] = {
+    "vits16": ArchSpec(384, 12, 6, "mlp", 4.0),
+    "vits16plus": ArchSpec(384, 12, 6, "swiglu", 6.0),
+    "vitb16": ArchSpec(768, 12, 12, "mlp", 4.0),
+    "vitl16": ArchSpec(1024, 24, 16, "mlp", 4.0),
+    "vitl16plus": ArchSpec(1024, 24, 16, "swiglu", 6.0),
+    "vith16plus": ArchSpec(1280, 32, 20, "swiglu", 6.0),
+    "vit7b16": ArchSpec(4096, 40, 32, "swiglu64", 3.0, qkv_bias=False, untie_local_cls_norm=True),
+    # Tiny architectures for fast tests: both FFN families, with and without qkv bias.
+    "tiny_mlp": ArchSpec(64, 3, 4, "mlp", 4.0),
+    "tiny_swiglu": ArchSpec(64, 2, 4, "swiglu", 4.0, qkv_bias=False, untie_local_cls_norm=True),
+}
+
+_LVD_HASHES = {
+    "vits16": "08c60483",
+    "vits16plus": "4057cbaa",
+    "vitb16": "73cec8be",
+    "vitl16": "8aa4cbdd",
+    "vitl16plus": "46503df0",
+    "vith16plus": "7c1da9a5",
+    "vit7b16": "a955f4ea",
+}
+_SAT_HASHES = {"vitl16": "eadcf0ff", "vit7b16": "a6675841"}
+
+
+def _official(arch_name: str, dataset: str, hash_prefix: str, arch: ArchSpec) -> WeightsSpec:
+    sat = dataset == "sat493m"
+    what = "Maxar RGB 0.6 m (SAT-493M)" if sat else "web images (LVD-1689M)"
+    return WeightsSpec(
+        name=f"dinov3_{arch_name}_{dataset}",
+        arch_name=arch_name,
+        arch=arch,
+        dataset=dataset,
+        mean=SAT493M_MEAN if sat else LVD1689M_MEAN,
+        std=SAT493M_STD if sat else LVD1689M_STD,
+        hash_prefix=hash_prefix,
+        hf_repo=f"facebook/dinov3-{arch_name}-pretrain-{dataset}",
+        description=f"DINOv3 {arch_name} pretrained on {what}",
+    )
+
+
+def _build_registry() -> dict[str, WeightsSpec]:
+    specs: dict[str, WeightsSpec] = {}
+    for arch_name, h in _LVD_HASHES.items():
+        arch = _ARCHS[arch_name]
+        if arch_name == "vitl16":  # only the SAT ViT-L unties the local-crop CLS norm
+            arch = ArchSpec(**{**arch.__dict__, "untie_local_cls_norm": False})
+        specs[f"dinov3_{arch_name}_lvd1689m"] = _official(arch_name, "lvd1689m", h, arch)
+    for arch_name, h in _SAT_HASHES.items():
+        arch = ArchSpec(**{**_ARCHS[arch_name].__dict__, "untie_local_cls_norm": True})
+        specs[f"dinov3_{arch_name}_sat493m"] = _official(arch_name, "sat493m", h, arch)
+    for arch_name in ("tiny_mlp", "tiny_swiglu"):
+        name = f"geodino_{arch_name}"
+        specs[name] = WeightsSpec(
+            name=name,
+            arch_name=arch_name,
+            arch=_ARCHS[arch_name],
+            dataset="random",
+            mean=SAT493M_MEAN,
+            std=SAT493M_STD,
+            licence="none (random weights)",
+            description="tiny test architecture, random weights only (SAT normalisation)",
+            random_only=True,
+        )
+    return specs
+
+
+REGISTRY: dict[str, WeightsSpec] = _build_registry()
+
+
+def list_models(pattern: str = "*", include_tiny: bool = True) -> list[str]:
+    """Names of the registered weights specs matching a glob ``pattern``."""
+    return sorted(n for n, s in REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (include_tiny or not s.random_only))
+
+
+def get_spec(name: str | WeightsSpec) -> WeightsSpec:
+    """Look up a spec by name; an unknown name raises :class:`SpecError` with suggestions."""
+    if isinstance(name, WeightsSpec):
+        return name
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise SpecError(f"unknown model '{name}'.{hint} Known: {', '.join(list_models())}") from None
+
+
+def arch_of(name: str) -> ArchSpec:
+    """The architecture of a named arch (``vitl16``) or weights spec (``dinov3_vitl16_sat493m``)."""
+    if name in _ARCHS:
+        return _ARCHS[name]
+    return get_spec(name).arch
