@@ -18,7 +18,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(soft_wrap=True)  # paths and messages stay on one line when piped, not folded at 80 columns
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., object])
 

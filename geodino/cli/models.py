@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.measure import Measurement
+from rich.table import Column, Table
 
 from geodino.cli.app import app, console, guard
 from geodino.errors import InputError
@@ -20,7 +21,8 @@ CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="weights cach
 @guard
 def models_cmd(pattern: Annotated[str, typer.Argument(help="glob over names")] = "*") -> None:
     """List the weights specs geodino can build."""
-    table = Table("name", "arch", "params", "bands", "mean / std", "official file", title="DINOv3 weights specs")
+    name_col, file_col = Column("name", no_wrap=True), Column("official file", no_wrap=True)
+    table = Table(name_col, "arch", "params", "bands", "mean / std", file_col, title="DINOv3 weights specs")
     for name in list_models(pattern):
         s = get_spec(name)
         a = s.arch
@@ -29,6 +31,8 @@ def models_cmd(pattern: Annotated[str, typer.Argument(help="glob over names")] =
         table.add_row(
             name, f"D={a.embed_dim} x{a.depth} {a.ffn}", f"~{approx / 1e6:,.0f}M", ",".join(s.bands), stats, s.file_name or "(random only)"
         )
+    if not console.is_terminal:  # a pipe or a log: the table's natural width, names never cut to fit 80 columns
+        table.width = max(console.width, Measurement.get(console, console.options.update_width(10_000), table).maximum)
     console.print(table)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -108,15 +109,9 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, str, dict | None]:
         cfg = path.with_name("config.json")
         config = json.loads(cfg.read_text()) if cfg.exists() else None
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise WeightsError(
-                    f"{path}: cannot read checkpoint, the file is truncated or not a PyTorch file ({_first_line(exc)})"
-                ) from None
-            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-        except Exception as exc:  # pickle errors, EOF, unsupported globals
+        try:  # mmap keeps a 7B checkpoint out of RAM until used; only zip-format files support it
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        except Exception as exc:  # truncated zip, pickle errors, EOF, globals refused by weights_only
             raise WeightsError(
                 f"{path}: cannot read checkpoint, the file is truncated or not a PyTorch file ({_first_line(exc)})"
             ) from None
@@ -208,17 +203,16 @@ def random_state_dict(spec: WeightsSpec, seed: int = 0, informative: bool = Fals
     """
     from geodino.models.vit import DinoVisionTransformer
 
-    sd = {k: v.clone() for k, v in DinoVisionTransformer(spec.arch).init_weights(seed).state_dict().items()}
+    sd = {k: v.detach() for k, v in DinoVisionTransformer.random(spec.arch, seed).state_dict().items()}
     if informative:
         g = torch.Generator().manual_seed(seed + 1)
         for key, t in sd.items():
             if key.endswith("bias_mask") or key == "rope_embed.periods":
                 continue
-            noise = torch.randn(t.shape, generator=g)
             if key.endswith(".gamma"):
                 t.copy_(0.02 + 0.28 * torch.rand(t.shape, generator=g))
             elif "norm" in key and key.endswith(".weight"):
-                t.copy_(1.0 + 0.1 * noise)
+                t.copy_(1.0 + 0.1 * torch.randn(t.shape, generator=g))
             elif key.endswith(".bias") or key in ("mask_token", "cls_token", "storage_tokens"):
-                t.copy_((0.1 if "norm" in key else 0.02) * noise)
+                t.copy_((0.1 if "norm" in key else 0.02) * torch.randn(t.shape, generator=g))
     return sd

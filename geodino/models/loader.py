@@ -62,8 +62,13 @@ def build_model(
     test specs fall back to random). The model carries ``.spec`` and ``.weights_info``.
     """
     spec = get_spec(spec)
-    if weights == RANDOM or (weights is None and spec.random_only):
-        model = DinoVisionTransformer(spec.arch).init_weights(seed)
+    if weights is None and spec.random_only:
+        try:
+            weights = find_weights(spec, None, cache)
+        except WeightsError:
+            weights = RANDOM
+    if weights == RANDOM:
+        model = DinoVisionTransformer.random(spec.arch, seed)
         for param in model.parameters():  # buffers (RoPE periods, bias mask) stay fp32
             param.data = param.data.to(dtype)
         info = WeightsInfo(spec.name, RANDOM, RANDOM, seed=seed)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import os
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,6 +58,8 @@ def find_weights(spec: WeightsSpec, weights: str | Path | None = None, cache: st
         if path.is_dir():
             if hits := candidates_in(path, spec):
                 return hits[0]
+            if origin == "weights":  # an explicit folder never falls through to other places
+                raise WeightsError(f"no weights for {spec.name} in {path} (looked for {spec.file_stem}-*.pth or a Hugging Face folder)")
             looked.append(f"{origin}={path}")
         elif origin == "weights":
             raise WeightsError(f"weights file not found: {path}")
@@ -122,7 +124,7 @@ def download(
                 f"downloaded {target.name} has sha256 {hexdigest[:8]}..., expected {expected}: the file is corrupt or not the official one"
             )
         os.replace(tmp, target)
-    except urllib.error.URLError as exc:
+    except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError; a dropped connection is not a URLError
         raise WeightsError(f"download failed: {url.split('?')[0]}: {getattr(exc, 'reason', exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)
@@ -131,13 +133,17 @@ def download(
 
 @contextlib.contextmanager
 def _progress_bar(enabled: bool, total: int | None, label: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar yielding ``advance(n_bytes)``; a no-op when disabled."""
-    if not enabled:
+    """A rich progress bar on stderr yielding ``advance(n_bytes)``; a no-op when disabled or when stderr
+    is not a terminal (a pipe or a log gets no bar, and stdout stays clean for the result)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
         yield lambda n: None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns) as bar:
+    with Progress(*columns, console=console) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)

@@ -13,7 +13,16 @@ import torch
 from torch import Tensor, nn
 
 from geodino.errors import InputError
-from geodino.models.layers import Block, Mlp, PatchEmbed, RopePositionEmbedding, SwiGLUFFN
+from geodino.models.layers import (
+    Block,
+    LinearKMaskedBias,
+    Mlp,
+    PatchEmbed,
+    RopePositionEmbedding,
+    SwiGLUFFN,
+    canonical_bias_mask,
+    default_periods,
+)
 from geodino.models.specs import ArchSpec, WeightsSpec
 
 if TYPE_CHECKING:
@@ -69,25 +78,39 @@ class DinoVisionTransformer(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, seed: int = 0) -> DinoVisionTransformer:
-        """Random weights as the reference initialises them (trunc-normal 0.02, LayerScale 1e-5)."""
+        """Random weights shaped like the reference initialisation: N(0, 0.02) clipped at two sigma
+        for linear, conv and token weights, zero biases and mask token, unit norms, LayerScale 1e-5."""
         g = torch.Generator().manual_seed(seed)
+
+        def normal_(t: Tensor) -> None:
+            t.copy_(torch.empty(t.shape).normal_(0.0, 0.02, generator=g).clamp_(-0.04, 0.04))
+
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
-                w = torch.empty(m.weight.shape)
-                nn.init.trunc_normal_(w, std=0.02, generator=g)
-                m.weight.copy_(w)
+                normal_(m.weight)
                 if m.bias is not None:
                     m.bias.zero_()
             elif isinstance(m, nn.LayerNorm):
                 m.weight.fill_(1.0)
                 m.bias.zero_()
-        for p in [self.cls_token] + ([self.storage_tokens] if self.n_storage_tokens else []):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+        normal_(self.cls_token)
+        if self.n_storage_tokens:
+            normal_(self.storage_tokens)
         self.mask_token.zero_()
         for blk in self.blocks:
             blk.ls1.gamma.fill_(self.arch.layerscale_init)
             blk.ls2.gamma.fill_(self.arch.layerscale_init)
+            if isinstance(blk.attn.qkv, LinearKMaskedBias):
+                blk.attn.qkv.bias_mask.copy_(canonical_bias_mask(blk.attn.qkv.out_features))
+        self.rope_embed.periods.copy_(default_periods(self.arch.head_dim, self.arch.rope_base))
         return self
+
+    @classmethod
+    def random(cls, arch: ArchSpec, seed: int = 0) -> DinoVisionTransformer:
+        """A model with :meth:`init_weights` random weights, allocated once (no default init pass)."""
+        with torch.device("meta"):
+            model = cls(arch)
+        return model.to_empty(device="cpu").init_weights(seed)
 
     # -- tokens ---------------------------------------------------------------------------
     def _check_input(self, x: Tensor) -> None:

@@ -1,0 +1,198 @@
+"""The command line: listing specs, checking, converting and downloading weights, the demo, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from geodino.cli import app
+from geodino.models import get_spec, list_models
+from geodino.models.checkpoint import hash_in_name
+
+TINY = "geodino_tiny_mlp"
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ("models", "download", "check-weights", "convert", "demo")
+
+
+@pytest.fixture(autouse=True)
+def _no_weights_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEODINO_WEIGHTS", raising=False)
+    monkeypatch.delenv("GEODINO_CACHE", raising=False)
+
+
+def run(*args: str):
+    """Invoke the CLI as a pipe would see it: not a terminal, 80 columns."""
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "80", "GEODINO_WEIGHTS": None, "GEODINO_CACHE": None})
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("geodino: error: ")
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def table_names(output: str) -> list[str]:
+    """First cell of each body row of a rich table."""
+    rows = [line.split("│") for line in output.splitlines() if line.startswith("│")]
+    return [cells[1].strip() for cells in rows if cells[1].strip()]
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+
+def test_models_lists_every_spec_in_full() -> None:
+    result = run("models")
+    assert result.exit_code == 0, result.output
+    assert table_names(result.stdout) == list_models()
+    assert "dinov3_vitl16_pretrain_sat493m-eadcf0ff.pth" in result.stdout
+    for name in list_models():
+        if (file_name := get_spec(name).file_name) is not None:
+            assert file_name in result.stdout
+    assert "…" not in result.stdout  # nothing cut short at 80 columns
+
+
+def test_models_glob() -> None:
+    result = run("models", "*sat*")
+    assert result.exit_code == 0, result.output
+    assert table_names(result.stdout) == ["dinov3_vit7b16_sat493m", "dinov3_vitl16_sat493m"]
+    assert "lvd1689m" not in result.stdout
+
+
+# --- check-weights ----------------------------------------------------------------------------------
+
+
+def test_check_weights_prints_spec_and_path(make_checkpoint) -> None:
+    ckpt = make_checkpoint(TINY, seed=1)
+    result = run("check-weights", TINY, "--weights", str(ckpt))
+    assert result.exit_code == 0, result.output
+    assert TINY in result.stdout
+    assert str(ckpt) in result.stdout
+    assert f"sha256 prefix {hash_in_name(ckpt)} verified" in result.stdout
+
+
+def test_check_weights_missing_path_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-file.pth"
+    assert_one_line_error(run("check-weights", TINY, "--weights", str(missing)), str(missing))
+
+
+def test_check_weights_other_architecture_names_both_specs(make_checkpoint) -> None:
+    other = make_checkpoint("geodino_tiny_swiglu", seed=1)
+    line = assert_one_line_error(run("check-weights", TINY, "--weights", str(other)), "does not fit geodino_tiny_mlp")
+    assert "fits geodino_tiny_swiglu" in line
+
+
+def test_check_weights_corrupt_hash_is_one_line(make_checkpoint) -> None:
+    ckpt = make_checkpoint(TINY, seed=1)
+    wrong_hash = "0" * 8 if hash_in_name(ckpt) != "0" * 8 else "f" * 8
+    wrong = ckpt.rename(ckpt.with_name(f"{get_spec(TINY).file_stem}-{wrong_hash}.pth"))
+    assert_one_line_error(run("check-weights", TINY, "--weights", str(wrong)), wrong.name, "--no-check-hash")
+    result = run("check-weights", TINY, "--weights", str(wrong), "--no-check-hash")
+    assert result.exit_code == 0, result.output
+
+
+def test_unknown_model_is_one_line() -> None:
+    assert_one_line_error(run("check-weights", "dinov3_vitl16_sat", "--weights", "random"), "unknown model", "dinov3_vitl16_sat493m")
+
+
+# --- convert --------------------------------------------------------------------------------------
+
+
+def test_convert_to_hf_and_back(make_checkpoint, tmp_path: Path) -> None:
+    src = make_checkpoint(TINY, seed=1)
+    hf = tmp_path / "hf-model"
+    result = run("convert", TINY, str(src), str(hf), "--to", "hf")
+    assert result.exit_code == 0, result.output
+    assert (hf / "config.json").is_file() and (hf / "model.safetensors").is_file()
+    assert json.loads((hf / "config.json").read_text())["model_type"] == "dinov3_vit"
+
+    back = tmp_path / "back.pth"
+    result = run("convert", TINY, str(hf), str(back), "--to", "meta")
+    assert result.exit_code == 0, result.output
+    original = torch.load(src, weights_only=True)
+    converted = torch.load(back, weights_only=True)
+    assert set(original) <= set(converted)
+    for key, value in original.items():
+        assert torch.equal(converted[key], value), key
+
+    result = run("check-weights", TINY, "--weights", str(hf))
+    assert result.exit_code == 0, result.output
+    assert "hf layout" in result.stdout
+
+
+def test_convert_refuses_existing_destination(make_checkpoint, tmp_path: Path) -> None:
+    src = make_checkpoint(TINY, seed=1)
+    dst = tmp_path / "taken.pth"
+    dst.write_bytes(b"keep me")
+    assert_one_line_error(run("convert", TINY, str(src), str(dst), "--to", "meta"), "exists")
+    assert dst.read_bytes() == b"keep me"
+    assert_one_line_error(run("convert", TINY, str(src), str(tmp_path / "new"), "--to", "onnx"), "--to")
+    assert not (tmp_path / "new").exists()
+
+
+# --- download -------------------------------------------------------------------------------------
+
+
+def test_download_prints_path(http_server, make_checkpoint, tmp_path: Path) -> None:
+    served = make_checkpoint(TINY, seed=1)
+    http_server.files[served.name] = served.read_bytes()
+    cache = tmp_path / "cache"
+    result = run("download", TINY, "--url", http_server.url(served.name, "Signature=abc"), "--cache-dir", str(cache))
+    assert result.exit_code == 0, result.output
+    assert str(cache / served.name) in result.stdout
+    assert (cache / served.name).read_bytes() == served.read_bytes()
+
+
+def test_download_bad_hash_is_one_line(http_server, make_checkpoint, tmp_path: Path) -> None:
+    served = make_checkpoint(TINY, seed=1)
+    wrong = "0" * 8 if hash_in_name(served) != "0" * 8 else "f" * 8
+    name = f"{get_spec(TINY).file_stem}-{wrong}.pth"
+    http_server.files[name] = served.read_bytes()
+    cache = tmp_path / "cache"
+    result = run("download", TINY, "--url", http_server.url(name, "Signature=secret"), "--cache-dir", str(cache))
+    line = assert_one_line_error(result, name, f"expected {wrong}")
+    assert "secret" not in line
+    assert not any(cache.iterdir())
+
+
+def test_download_404_is_one_line(http_server, tmp_path: Path) -> None:
+    result = run("download", TINY, "--url", http_server.url("nothing-0123abcd.pth"), "--cache-dir", str(tmp_path / "cache"))
+    assert_one_line_error(result, "download failed", "Not Found")
+
+
+# --- demo -----------------------------------------------------------------------------------------
+
+
+def test_demo_tiny_random() -> None:
+    result = run("demo", "--model", TINY, "--size", "64")
+    assert result.exit_code == 0, result.output
+    assert "RANDOM" in result.stdout
+    assert "(1, 64, 4, 4)" in result.stdout
+    assert "(1, 3, 64, 64)" in result.stdout
+
+
+def test_demo_bad_size_is_one_line() -> None:
+    assert_one_line_error(run("demo", "--model", TINY, "--size", "50"), "multiples of the patch size 16")
+
+
+# --- the script -----------------------------------------------------------------------------------
+
+
+def test_cli_py_help() -> None:
+    env = {**os.environ, "COLUMNS": "100"}
+    proc = subprocess.run([sys.executable, "cli.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    for command in COMMANDS:
+        assert command in proc.stdout

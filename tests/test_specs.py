@@ -1,0 +1,89 @@
+"""The weights registry: every released architecture, its preprocessing contract and provenance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from geodino.errors import SpecError
+from geodino.models import REGISTRY, DinoVisionTransformer, get_spec, list_models
+from geodino.models.specs import LVD1689M_MEAN, SAT493M_MEAN, SAT493M_STD
+
+
+def _params(name: str) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in DinoVisionTransformer(get_spec(name).arch).parameters())
+
+
+def test_every_released_architecture_is_registered() -> None:
+    names = set(list_models(include_tiny=False))
+    archs = {"vits16", "vits16plus", "vitb16", "vitl16", "vitl16plus", "vith16plus", "vit7b16"}
+    assert names == {f"dinov3_{a}_lvd1689m" for a in archs} | {"dinov3_vitl16_sat493m", "dinov3_vit7b16_sat493m"}
+    assert {"geodino_tiny_mlp", "geodino_tiny_swiglu"} <= set(list_models())
+    assert list_models("*sat*") == ["dinov3_vit7b16_sat493m", "dinov3_vitl16_sat493m"]
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("dinov3_vitl16_sat493m", 303_156_224),  # reference: "303.16M" from the module shapes
+        ("dinov3_vit7b16_sat493m", 6_716_043_264),  # reference: 6,716,043,264
+    ],
+)
+def test_parameter_counts_match_the_reference(name: str, params: int) -> None:
+    assert _params(name) == params
+
+
+@pytest.mark.parametrize(
+    ("name", "hidden", "qkv_bias", "local_norm"),
+    [
+        ("dinov3_vits16_lvd1689m", 1536, True, False),
+        ("dinov3_vits16plus_lvd1689m", 1536, True, False),
+        ("dinov3_vitb16_lvd1689m", 3072, True, False),
+        ("dinov3_vitl16_lvd1689m", 4096, True, False),
+        ("dinov3_vitl16_sat493m", 4096, True, True),
+        ("dinov3_vith16plus_lvd1689m", 5120, True, False),
+        ("dinov3_vit7b16_lvd1689m", 8192, False, True),
+        ("dinov3_vit7b16_sat493m", 8192, False, True),
+    ],
+)
+def test_architecture_flags(name: str, hidden: int, qkv_bias: bool, local_norm: bool) -> None:
+    a = get_spec(name).arch
+    assert (a.ffn_hidden, a.qkv_bias, a.untie_local_cls_norm) == (hidden, qkv_bias, local_norm)
+    assert (a.patch_size, a.n_storage_tokens, a.norm_eps, a.rope_base) == (16, 4, 1e-5, 100.0)
+
+
+def test_preprocessing_contract_is_consistent() -> None:
+    for spec in REGISTRY.values():
+        assert len(spec.bands) == len(spec.mean) == len(spec.std) == spec.arch.in_chans == 3
+        assert spec.bands == ("red", "green", "blue")
+    sat = get_spec("dinov3_vitl16_sat493m")
+    assert (sat.mean, sat.std) == (SAT493M_MEAN, SAT493M_STD) == ((0.430, 0.411, 0.296), (0.213, 0.156, 0.143))
+    assert get_spec("dinov3_vitl16_lvd1689m").mean == LVD1689M_MEAN == (0.485, 0.456, 0.406)
+
+
+def test_official_names_and_sources() -> None:
+    sat = get_spec("dinov3_vitl16_sat493m")
+    assert sat.file_name == "dinov3_vitl16_pretrain_sat493m-eadcf0ff.pth"
+    assert get_spec("dinov3_vit7b16_sat493m").file_name == "dinov3_vit7b16_pretrain_sat493m-a6675841.pth"
+    assert sat.hf_repo == "facebook/dinov3-vitl16-pretrain-sat493m"
+    assert sat.url_hint == "https://dl.fbaipublicfiles.com/dinov3/dinov3_vitl16/dinov3_vitl16_pretrain_sat493m-eadcf0ff.pth"
+    assert sat.licence == "DINOv3 License"
+    tiny = get_spec("geodino_tiny_mlp")
+    assert tiny.random_only and tiny.file_name is None and tiny.url_hint is None
+
+
+def test_normalize_uses_the_spec_statistics() -> None:
+    spec = get_spec("dinov3_vitl16_sat493m")
+    x = torch.rand(2, 3, 8, 8)
+    out = spec.normalize(x)
+    for c in range(3):
+        expected = (x[:, c] - spec.mean[c]) / spec.std[c]
+        assert torch.allclose(out[:, c], expected, atol=1e-6)
+
+
+def test_unknown_name_suggests_close_matches() -> None:
+    with pytest.raises(SpecError, match="Did you mean dinov3_vitl16_sat493m"):
+        get_spec("dinov3_vitl16_sat493")
+    with pytest.raises(SpecError, match="unknown model 'resnet50'"):
+        get_spec("resnet50")
