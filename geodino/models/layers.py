@@ -65,12 +65,23 @@ def _rotate_half(x: Tensor) -> Tensor:
 def apply_rope(x: Tensor, sin: Tensor, cos: Tensor, n_prefix: int) -> Tensor:
     """Rotate the patch tokens of ``x`` (B, h, N, d); the first ``n_prefix`` tokens stay as they are.
 
+    ``sin`` and ``cos`` are ``(P, d)`` for the P patch tokens, or ``(N, d)`` already padded for the
+    prefix (see :func:`pad_rope`, which makes this one fused pass with no split or concatenation).
     The rotation runs in fp32 and is cast back to ``x``'s dtype, as in the reference.
     """
-    prefix, patches = x[:, :, :n_prefix], x[:, :, n_prefix:]
-    p = patches.float()
-    p = (p * cos + _rotate_half(p) * sin).to(x.dtype)
-    return torch.cat((prefix, p), dim=2)
+    if sin.shape[0] != x.shape[2]:
+        sin, cos = pad_rope(sin, cos, n_prefix)
+    p = x if x.dtype == torch.float32 else x.float()
+    return torch.addcmul(p * cos, _rotate_half(p), sin).to(x.dtype)
+
+
+def pad_rope(sin: Tensor, cos: Tensor, n_prefix: int) -> tuple[Tensor, Tensor]:
+    """Extend ``(P, d)`` RoPE tables to ``(n_prefix + P, d)`` with the identity rotation (sin 0, cos 1)
+    for the prefix tokens, which therefore pass through unchanged, bit for bit."""
+    d = sin.shape[1]
+    sin = torch.cat([sin.new_zeros(n_prefix, d), sin])
+    cos = torch.cat([cos.new_ones(n_prefix, d), cos])
+    return sin, cos
 
 
 class LinearKMaskedBias(nn.Linear):

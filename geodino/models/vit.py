@@ -22,6 +22,7 @@ from geodino.models.layers import (
     SwiGLUFFN,
     canonical_bias_mask,
     default_periods,
+    pad_rope,
 )
 from geodino.models.specs import ArchSpec, WeightsSpec
 
@@ -127,7 +128,8 @@ class DinoVisionTransformer(nn.Module):
             raise InputError(f"expected normalised float images, got dtype {x.dtype}")
 
     def prepare_tokens(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[int, int]]:
-        """``(B, C, H, W) -> (B, 1+S+P, D)`` tokens, RoPE ``(sin, cos)`` and the patch grid ``(h, w)``."""
+        """``(B, C, H, W) -> (B, 1+S+P, D)`` tokens, RoPE ``(sin, cos)`` padded to all tokens ``(N, d)``
+        and the patch grid ``(h, w)``."""
         self._check_input(x)
         b = x.shape[0]
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
@@ -136,7 +138,8 @@ class DinoVisionTransformer(nn.Module):
         if self.n_storage_tokens:
             parts.append(self.storage_tokens.expand(b, -1, -1))
         tokens = torch.cat([*parts, patches.to(self.cls_token.dtype)], dim=1)
-        return tokens, self.rope_embed(*grid), grid
+        rope = pad_rope(*self.rope_embed(*grid), self.arch.n_prefix_tokens)  # (N, d) each
+        return tokens, rope, grid
 
     def _run_blocks(self, x: Tensor, keep: Sequence[int] = ()) -> tuple[Tensor, dict[int, Tensor]]:
         """Run blocks up to the last one needed; return the final state and the kept block outputs."""
