@@ -98,7 +98,7 @@ def download(
 
     The file is written as ``<name>.part-<pid>``, its sha256 checked against the hash in its name
     (and against ``spec.hash_prefix`` when the name carries none), then renamed. On any failure the
-    partial file is removed. An existing verified file is not downloaded again.
+    partial file is removed. An existing file of that name is kept (its hash is checked when loaded).
     """
     folder = cache_dir(cache)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,125 @@
+"""Tile plans on the scene-wide patch grid: pure functions over values, no I/O.
+
+Every tile starts on a multiple of the patch size, so each tile's ``(tile/p) x (tile/p)`` tokens land
+exactly on cells of the feature raster (one cell per ``p x p`` pixel patch). Tiles are never shifted
+to fit inside the scene: the last tile of a row or column may reach past the scene edge, and the
+reader fills that part (boundless read) and marks it invalid.
+
+Units: ``px`` are scene pixels, ``cells`` are feature-raster cells (patches).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from affine import Affine
+from odc.geo.geobox import GeoBox
+
+from geodino.errors import InputError
+
+
+def axis_origins(n_cells: int, tile_cells: int, stride_cells: int) -> list[int]:
+    """Tile starts (in cells) along one axis: ``0, s, 2s, ...``, as few as cover ``n_cells``."""
+    if n_cells <= tile_cells:
+        return [0]
+    count = math.ceil((n_cells - tile_cells) / stride_cells) + 1
+    return [i * stride_cells for i in range(count)]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its place in the tile grid and its windows in cells and in pixels."""
+
+    row: int
+    col: int
+    cell_row: int  # top-left cell on the feature grid
+    cell_col: int
+    cells: int  # side in cells
+    patch: int
+
+    @property
+    def px_window(self) -> tuple[int, int, int, int]:
+        """``(row_off, col_off, height, width)`` in scene pixels; may reach past the scene."""
+        p = self.patch
+        return self.cell_row * p, self.cell_col * p, self.cells * p, self.cells * p
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles of ``tile x tile`` pixels overlapping by ``overlap`` pixels over a ``height x width`` scene."""
+
+    height: int
+    width: int
+    tile: int = 512
+    overlap: int = 64
+    patch: int = 16
+
+    def __post_init__(self) -> None:
+        if self.height <= 0 or self.width <= 0:
+            raise InputError(f"scene of {self.height}x{self.width} pixels is empty")
+        if self.tile <= 0 or self.tile % self.patch:
+            raise InputError(f"tile {self.tile} must be a positive multiple of the patch size {self.patch}")
+        if self.overlap < 0 or self.overlap % self.patch:
+            raise InputError(f"overlap {self.overlap} must be a multiple of the patch size {self.patch}")
+        if self.overlap >= self.tile:
+            raise InputError(f"overlap {self.overlap} must be smaller than the tile {self.tile}")
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Shape of the feature raster in cells: ``ceil(scene / patch)`` on each axis."""
+        return -(-self.height // self.patch), -(-self.width // self.patch)
+
+    @property
+    def tile_cells(self) -> int:
+        return self.tile // self.patch
+
+    @property
+    def stride_cells(self) -> int:
+        return (self.tile - self.overlap) // self.patch
+
+    @property
+    def row_origins(self) -> list[int]:
+        return axis_origins(self.grid_shape[0], self.tile_cells, self.stride_cells)
+
+    @property
+    def col_origins(self) -> list[int]:
+        return axis_origins(self.grid_shape[1], self.tile_cells, self.stride_cells)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Number of tiles ``(rows, cols)``."""
+        return len(self.row_origins), len(self.col_origins)
+
+    def __len__(self) -> int:
+        rows, cols = self.shape
+        return rows * cols
+
+    def tiles(self) -> Iterator[Tile]:
+        """All tiles, row-major (the order in which stitched rows can be flushed)."""
+        for i, r in enumerate(self.row_origins):
+            for j, c in enumerate(self.col_origins):
+                yield Tile(i, j, r, c, self.tile_cells, self.patch)
+
+    def rows_done_after(self, tile_row: int) -> int:
+        """Feature rows ``[0, k)`` that no tile after tile-row ``tile_row`` touches: safe to write."""
+        origins = self.row_origins
+        return origins[tile_row + 1] if tile_row + 1 < len(origins) else self.grid_shape[0]
+
+    def valid_cells(self, tile: Tile) -> tuple[int, int]:
+        """How many of the tile's cell rows and columns lie (at least partly) inside the scene."""
+        rows, cols = self.grid_shape
+        return min(tile.cells, rows - tile.cell_row), min(tile.cells, cols - tile.cell_col)
+
+
+def feature_geobox(scene: GeoBox, patch: int = 16) -> GeoBox:
+    """Georeferencing of the feature raster: same CRS, transform ``scene x scale(patch)``,
+    shape ``ceil(scene shape / patch)``."""
+    return scene.zoom_out(patch)
+
+
+def tile_geobox(scene: GeoBox, tile: Tile) -> GeoBox:
+    """Georeferencing of a tile's pixels (the part past the scene edge included)."""
+    row_off, col_off, h, w = tile.px_window
+    return GeoBox((h, w), scene.affine @ Affine.translation(col_off, row_off), scene.crs)
