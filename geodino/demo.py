@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geodino.errors import WeightsError
-from geodino.models import RANDOM, DinoVisionTransformer, build_model, get_spec
+from geodino.errors import InputError, WeightsError
+from geodino.models import RANDOM, DinoVisionTransformer, build_model
 
 
 def synthetic_rgb(size: int = 512, seed: int = 0, n_regions: int = 12) -> np.ndarray:
@@ -59,7 +59,9 @@ def load_or_random(model: str, weights: str | None) -> tuple[DinoVisionTransform
 
 def run_demo(model: DinoVisionTransformer, size: int = 512, seed: int = 0) -> DemoReport:
     """Encode one generated ``size x size`` image; PCA of the ``(D, size/16, size/16)`` patch features."""
-    spec = model.spec or get_spec("geodino_tiny_mlp")
+    spec = model.spec
+    if spec is None:
+        raise InputError("the demo needs a model made by build_model (it carries the spec's normalisation)")
     image = torch.from_numpy(synthetic_rgb(size, seed))[None]  # (1, 3, H, W) in [0, 1]
     x = spec.normalize(image)
     t0 = time.perf_counter()
