@@ -210,3 +210,22 @@ def test_hash_in_name_is_verified(tiny_sd, tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="the name promises 00000000"):
         build_model(TINY, bad)
     assert build_model(TINY, bad, check_hash=False).weights_info.hash_verified is None
+
+
+def test_sharded_hf_folder_loads(tiny_sd, tmp_path: Path) -> None:
+    """Large HF checkpoints (the 7B) come as shards listed in model.safetensors.index.json."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    model = build_model(TINY, _save(tiny_sd, tmp_path / "w.pth"))
+    folder = save_checkpoint(model, tmp_path / "hf", layout="hf")
+    full = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    keys = sorted(full)
+    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2 :]}
+    for name, part in shards.items():
+        save_file({k: full[k] for k in part}, str(folder / name))
+    index = {"metadata": {}, "weight_map": {k: name for name, part in shards.items() for k in part}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert torch.equal(_patches(build_model(TINY, folder)), _patches(model))
