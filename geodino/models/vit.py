@@ -141,9 +141,9 @@ class DinoVisionTransformer(nn.Module):
         rope = pad_rope(*self.rope_embed(*grid), self.arch.n_prefix_tokens)  # (N, d) each
         return tokens, rope, grid
 
-    def _run_blocks(self, x: Tensor, keep: Sequence[int] = ()) -> tuple[Tensor, dict[int, Tensor]]:
-        """Run blocks up to the last one needed; return the final state and the kept block outputs."""
-        tokens, rope, _ = self.prepare_tokens(x)
+    def _run_blocks(self, x: Tensor, keep: Sequence[int] = ()) -> tuple[Tensor, dict[int, Tensor], tuple[int, int]]:
+        """Run blocks up to the last one needed; return the final state, the kept block outputs and the grid."""
+        tokens, rope, grid = self.prepare_tokens(x)
         n_prefix = self.arch.n_prefix_tokens
         last = len(self.blocks) - 1 if not keep else max(keep)
         kept: dict[int, Tensor] = {}
@@ -151,13 +151,13 @@ class DinoVisionTransformer(nn.Module):
             tokens = blk(tokens, rope, n_prefix)
             if i in keep:
                 kept[i] = tokens
-        return tokens, kept
+        return tokens, kept, grid
 
     # -- public API (mirrors the reference) -----------------------------------------------
     def forward_features(self, x: Tensor) -> dict[str, Tensor | None]:
         """``(B, C, H, W)`` -> dict of ``x_norm_clstoken`` (B, D), ``x_storage_tokens`` (B, S, D),
         ``x_norm_patchtokens`` (B, P, D), ``x_prenorm`` (B, N, D) and ``masks`` (None)."""
-        prenorm, _ = self._run_blocks(x)
+        prenorm, _, _ = self._run_blocks(x)
         normed = self.norm(prenorm)
         s = self.n_storage_tokens
         return {
@@ -202,8 +202,7 @@ class DinoVisionTransformer(nn.Module):
         and/or ``return_extra_tokens`` it is a tuple ``(patches, [cls (B, D)], [storage (B, S, D)])``.
         """
         layers = self.resolve_layers(n)
-        _, kept = self._run_blocks(x, keep=layers)
-        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        _, kept, (h, w) = self._run_blocks(x, keep=layers)
         s = self.n_storage_tokens
         results: list[LayerOutput] = []
         for i in layers:
