@@ -18,7 +18,7 @@ from geodino.models.checkpoint import hash_in_name
 
 TINY = "geodino_tiny_mlp"
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("models", "download", "check-weights", "convert", "demo")
+COMMANDS = ("models", "download", "check-weights", "convert", "demo", "encode", "info")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,134 @@
+"""``geodino encode`` (a scene -> a georeferenced feature raster) and ``geodino info`` (what encode would do)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from geodino.adapter import make_adapter
+from geodino.cli.app import app, console, err_console, guard
+from geodino.engine import EncodeOptions, check_outputs, encode_scene, estimate_memory, make_plan
+from geodino.errors import WeightsError
+from geodino.features import FeatureExtractor
+from geodino.models import build_model, get_spec
+from geodino.models.vit import DinoVisionTransformer
+from geodino.scene import open_scene
+from geodino.sensors import guess_preset, load_presets
+from geodino.tiling import feature_geobox
+
+SceneArg = Annotated[list[str], typer.Argument(help="a raster, or several single-band rasters on one grid (band files)")]
+ModelOpt = Annotated[str, typer.Option(help="weights spec (geodino models lists them)")]
+SensorOpt = Annotated[str | None, typer.Option(help="sensor preset name or YAML file (default: guessed)")]
+BandsOpt = Annotated[str | None, typer.Option(help="bands for R,G,B: names (B04,B03,B02) or 1-based indexes (3,2,1)")]
+TileOpt = Annotated[int, typer.Option(help="tile side in pixels, a multiple of 16")]
+OverlapOpt = Annotated[int, typer.Option(help="overlap between tiles in pixels, a multiple of 16")]
+
+
+class RateColumn(ProgressColumn):
+    """Tiles per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.2f} tiles/s" if task.speed else "- tiles/s", style="progress.data.speed")
+
+
+def _model(model: str, weights: str | None) -> DinoVisionTransformer:
+    try:
+        return build_model(model, weights)
+    except WeightsError as exc:
+        if weights is None:
+            raise WeightsError(f"{exc} (or pass --weights random to try the pipeline with random weights)") from None
+        raise
+
+
+@app.command("encode")
+@guard
+def encode_cmd(
+    paths: SceneArg,
+    model: ModelOpt = "dinov3_vitl16_sat493m",
+    weights: Annotated[str | None, typer.Option(help="checkpoint, HF folder or 'random' (default: search the cache)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output path (default: the last argument)")] = None,
+    sensor: SensorOpt = None,
+    bands: BandsOpt = None,
+    tile: TileOpt = 512,
+    overlap: OverlapOpt = 64,
+    batch_size: Annotated[int, typer.Option(help="tiles per forward pass")] = 4,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16")] = "fp32",
+    layers: Annotated[str, typer.Option(help="blocks to keep, e.g. -1 or 5,11,17,23 (concatenated)")] = "-1",
+    fmt: Annotated[str, typer.Option("--format", help="cog or zarr")] = "cog",
+    dtype: Annotated[str, typer.Option(help="float32 or float16 on disk")] = "float32",
+    pca: Annotated[int | None, typer.Option(help="write K PCA components (fitted on a sample) instead of all features")] = None,
+    tokens: Annotated[bool, typer.Option(help="also write CLS and storage tokens per tile (<out>.tokens.zarr)")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
+    workers: Annotated[int, typer.Option(help="reader threads")] = 2,
+) -> None:
+    """Encode a scene: SCENE... OUT. Tiles on the 16-px patch grid, scene-fixed normalisation, streamed stitching."""
+    if out is None:
+        if len(paths) < 2:
+            raise typer.BadParameter("give SCENE... OUT (or --out)")
+        *paths, last = paths
+        out = Path(last)
+    options = EncodeOptions(tile, overlap, batch_size, fmt, dtype, pca, tokens, overwrite, sensor, bands, workers)
+    scene = open_scene(paths)  # every input check runs before the model is built
+    spec = get_spec(model)
+    make_plan(scene, options, spec.patch_size)
+    check_outputs(out, options)
+    adapter = make_adapter(scene, spec.arch.in_chans, sensor, bands)
+    net = _model(model, weights)
+    extractor = FeatureExtractor(net, layers, device, precision)
+    if extractor.describe()["random_weights"]:
+        err_console.print("[yellow]geodino: using RANDOM weights: the features carry no meaning[/]")
+    columns = (TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), RateColumn())
+    columns += (TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        task = bar.add_task("encode", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = encode_scene(scene, out, extractor, options, progress, adapter)
+    rows, cols = result.grid_shape
+    skipped = f" ({result.skipped} empty skipped)" if result.skipped else ""
+    console.print(
+        f"wrote {result.out}: {cols}x{rows} cells x {result.bands} bands, {scene.crs}, {result.tiles} tiles{skipped} "
+        f"in {result.seconds:.1f} s (model {result.model_seconds:.1f} s), stretch: {result.adapter.stretch}"
+    )
+
+
+@app.command("info")
+@guard
+def info_cmd(
+    paths: SceneArg,
+    model: ModelOpt = "dinov3_vitl16_sat493m",
+    sensor: SensorOpt = None,
+    bands: BandsOpt = None,
+    tile: TileOpt = 512,
+    overlap: OverlapOpt = 64,
+    batch_size: int = 4,
+) -> None:
+    """Describe a scene and what encode would do with it: grid, bands, preset, tile plan, memory."""
+    scene = open_scene(paths)
+    spec = get_spec(model)
+    plan = make_plan(scene, EncodeOptions(tile, overlap, batch_size), spec.patch_size)
+    guessed = guess_preset(scene)
+    console.print(f"scene      {', '.join(scene.paths)}")
+    console.print(f"grid       {scene.describe()}")
+    console.print(f"bands      {', '.join(scene.band_names)}")
+    console.print(f"preset     {'guessed ' + guessed.name if guessed else 'none guessed'}; presets: {', '.join(sorted(load_presets()))}")
+    adapter = make_adapter(scene, spec.arch.in_chans, sensor, bands)
+    lo_hi = ", ".join(f"{n} {lo:.4g}-{hi:.4g}" for n, lo, hi in zip(adapter.names, adapter.lo, adapter.hi, strict=True))
+    console.print(f"adapter    {adapter.preset}: {lo_hi} ({adapter.stretch})")
+    fg = feature_geobox(scene.geobox, plan.patch)
+    rows, cols = plan.shape
+    console.print(f"features   {fg.shape.x}x{fg.shape.y} cells, pixel {fg.resolution.x:g} x {-fg.resolution.y:g}, {scene.crs}")
+    console.print(f"tiles      {rows}x{cols} = {len(plan)} tiles of {tile} px, overlap {overlap} px")
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in DinoVisionTransformer(spec.arch).parameters())
+    mem = estimate_memory(plan, spec.arch.embed_dim, batch_size, n_params, len(adapter.indexes))
+    parts = ", ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in mem.items())
+    console.print(f"memory     ~{sum(mem.values()) / 2**30:.2f} GiB for {spec.name} with batch {batch_size}: {parts}")

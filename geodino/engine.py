@@ -1,0 +1,216 @@
+"""The encoding job: the only place that knows the order of the stages.
+
+``Scene -> TilePlan -> SceneReader (threads) -> FeatureExtractor -> Stitcher -> FeatureWriter``.
+:func:`encode_scene` is what the CLI's ``encode``, the demo, the benchmarks and notebooks call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import geodino
+from geodino.adapter import BandAdapter, make_adapter
+from geodino.errors import InputError
+from geodino.features import FeatureExtractor
+from geodino.pca import PCA, CellSampler, fit_pca
+from geodino.reader import SceneReader, TileData, cell_valid, prefetch
+from geodino.scene import Scene, open_scene
+from geodino.stitch import Stitcher
+from geodino.tiling import TilePlan, feature_geobox
+from geodino.tokens import TokenCollector, tokens_path
+from geodino.writer import FeatureWriter, check_output, remove_path
+
+#: ``progress(tiles_done, tiles_total)``
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How to tile, batch and write. Tile and overlap are in pixels, multiples of 16."""
+
+    tile: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    fmt: str = "cog"
+    dtype: str = "float32"
+    pca: int | None = None
+    tokens: bool = False
+    overwrite: bool = False
+    sensor: str | None = None
+    bands: str | None = None
+    workers: int = 2
+    blend_floor: float = 0.1
+
+
+@dataclass
+class EncodeResult:
+    out: Path
+    grid_shape: tuple[int, int]
+    bands: int
+    tiles: int
+    skipped: int
+    seconds: float
+    model_seconds: float
+    adapter: BandAdapter
+    metadata: dict[str, object] = field(repr=False)
+    pca: PCA | None = None
+    tokens_path: Path | None = None
+
+
+def band_names(layers: list[int], dim: int, pca: int | None) -> list[str]:
+    """``L<block>_<channel>`` for features of each layer, or ``PC1..PCk``."""
+    if pca:
+        return [f"PC{i + 1}" for i in range(pca)]
+    return [f"L{layer}_{j:04d}" for layer in layers for j in range(dim)]
+
+
+def weights_sha256(source: str, verified: str | None) -> str | None:
+    """Full sha256 of a weights file (or its verified prefix); ``"random"`` for random weights."""
+    from geodino.models.checkpoint import sha256_file
+
+    if source == "random":
+        return "random"
+    p = Path(source)
+    if p.is_file():
+        return sha256_file(p)
+    return verified
+
+
+def check_outputs(out: str | Path, options: EncodeOptions) -> Path:
+    """Refuse, before any work, an output (or tokens sidecar) that exists without ``overwrite``, or a bad format."""
+    path = check_output(out, options.fmt, options.overwrite)
+    if options.tokens and tokens_path(path).exists() and not options.overwrite:
+        raise InputError(f"{tokens_path(path)} exists: pass --overwrite to replace it")
+    return path
+
+
+def make_plan(scene: Scene, options: EncodeOptions, patch: int = 16) -> TilePlan:
+    h, w = scene.shape
+    return TilePlan(h, w, options.tile, options.overlap, patch)
+
+
+def encode_scene(
+    scene: Scene | str | Path | list[str],
+    out: str | Path,
+    extractor: FeatureExtractor,
+    options: EncodeOptions = EncodeOptions(),
+    progress: Progress | None = None,
+    adapter: BandAdapter | None = None,
+) -> EncodeResult:
+    """Encode a whole scene into a georeferenced feature raster at ``out`` (COG or Zarr).
+
+    Output: ``(bands, ceil(H/16), ceil(W/16))`` with the scene's CRS and transform x scale(16), NaN nodata.
+    Nothing is left at ``out`` (or beside it) if anything fails. ``adapter`` defaults to
+    :func:`~geodino.adapter.make_adapter` with ``options.sensor`` and ``options.bands``.
+    """
+    t_start = time.perf_counter()
+    check_outputs(out, options)
+    if not isinstance(scene, Scene):
+        scene = open_scene(scene)
+    plan = make_plan(scene, options, extractor.patch)
+    n_inputs = extractor.spec.arch.in_chans if extractor.spec else 3
+    if adapter is None:
+        adapter = make_adapter(scene, n_inputs, options.sensor, options.bands)
+    fgeo = feature_geobox(scene.geobox, plan.patch)
+    sampler = CellSampler() if options.pca else None
+    tokens = TokenCollector(scene.geobox, plan) if options.tokens else None
+    model_seconds, done, skipped = 0.0, 0, 0
+    n_cols = plan.shape[1]
+    with FeatureWriter(out, fgeo, extractor.dim, options.fmt, options.dtype, options.overwrite) as writer:
+        stitcher = Stitcher(plan, extractor.dim, writer.write_rows, options.blend_floor)
+        pending: list[TileData] = []
+
+        def flush() -> None:
+            nonlocal model_seconds, done, skipped
+            full = [d for d in pending if not d.empty]
+            outs = None
+            if full:
+                x = torch.from_numpy(np.stack([d.x for d in full]))
+                valid = torch.from_numpy(np.stack([d.valid for d in full]))
+                t0 = time.perf_counter()
+                res = extractor(extractor.normalize(x, valid))
+                model_seconds += time.perf_counter() - t0
+                outs = iter(zip(res.patches.permute(0, 2, 3, 1).numpy(), res.cls, res.storage, strict=True))
+            for d in pending:
+                if d.empty:
+                    skipped += 1
+                else:
+                    feats, cls, storage = next(outs)  # type: ignore[call-overload]
+                    cv = cell_valid(d.valid, plan.patch)
+                    stitcher.add(d.tile, feats, cv)
+                    if sampler is not None:
+                        sampler.add(feats, cv)
+                    if tokens is not None:
+                        tokens.add(d.tile, cls.numpy(), storage.numpy())
+                if d.tile.col == n_cols - 1:
+                    stitcher.finish_row()
+                done += 1
+                if progress:
+                    progress(done, len(plan))
+            pending.clear()
+
+        with SceneReader(scene, adapter) as reader:
+            for data in prefetch(reader.read_tile, plan.tiles(), workers=options.workers, ahead=max(8, 2 * options.batch_size)):
+                pending.append(data)
+                if sum(not d.empty for d in pending) >= options.batch_size:
+                    flush()
+            flush()
+        pca = fit_pca(sampler.sample(), options.pca) if sampler is not None and options.pca else None
+        meta = run_metadata(scene, plan, adapter, extractor, options, pca, skipped)
+        names = band_names(extractor.layers, extractor.embed_dim, options.pca)
+        path = writer.finish(meta, names, pca.transform if pca is not None else None)
+    tokens_out = None
+    if tokens is not None:
+        try:
+            tokens_out = tokens.write(path, meta, overwrite=True)
+        except BaseException:
+            remove_path(path)
+            raise
+    return EncodeResult(
+        path, plan.grid_shape, len(names), len(plan), skipped, time.perf_counter() - t_start, model_seconds, adapter, meta, pca, tokens_out
+    )
+
+
+def run_metadata(
+    scene: Scene, plan: TilePlan, adapter: BandAdapter, extractor: FeatureExtractor, options: EncodeOptions, pca: PCA | None, skipped: int
+) -> dict[str, object]:
+    """The record of how an output was made (GeoTIFF tags / Zarr attrs)."""
+    model = extractor.describe()
+    model["weights_sha256"] = weights_sha256(str(model["weights"]), model.get("weights_sha256"))  # type: ignore[arg-type]
+    return {
+        "version": geodino.__version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "scene": list(scene.paths),
+        "scene_grid": {"shape": list(scene.shape), "transform": list(scene.transform)[:6], "crs": scene.crs},
+        **model,
+        "content": f"PCA of patch features, {pca.k} components" if pca else "DINOv3 patch features, one vector per 16x16-pixel patch",
+        "adapter": adapter.record(),
+        "tile": plan.tile,
+        "overlap": plan.overlap,
+        "patch": plan.patch,
+        "tiles": len(plan),
+        "tiles_skipped_empty": skipped,
+        "blend": f"raised cosine with floor {options.blend_floor}, zero on invalid cells, sums in float64",
+        "pca": pca.record() if pca else None,
+        "dtype": options.dtype,
+        "nodata": "nan",
+    }
+
+
+def estimate_memory(plan: TilePlan, dim: int, batch_size: int, n_params: int, in_bands: int = 3) -> dict[str, int]:
+    """Rough peak bytes of an encode job, by part (independent of the scene's height)."""
+    t, cols = plan.tile_cells, plan.grid_shape[1]
+    tokens = t * t
+    return {
+        "stitch buffer": (t * (cols + t) * (dim + 1)) * 8,
+        "tiles read ahead": max(8, 2 * batch_size) * in_bands * plan.tile**2 * 5,
+        "model weights": n_params * 4,
+        "activations": batch_size * tokens * dim * 4 * 12,
+    }

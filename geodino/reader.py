@@ -1,0 +1,129 @@
+"""Windowed reads of a scene, ahead of the model, in a background thread pool.
+
+Each worker thread keeps its own open dataset handles (GDAL handles are not thread-safe). A tile
+reaching past the scene edge is read for the part inside and padded; the padding is invalid.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geodino.adapter import BandAdapter
+from geodino.errors import InputError
+from geodino.scene import Scene
+from geodino.tiling import Tile
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class TileData:
+    """One tile ready for the model: ``x`` ``(C, T, T)`` float32 in [0, 1] (0 where invalid), ``valid`` ``(T, T)``."""
+
+    tile: Tile
+    x: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def empty(self) -> bool:
+        return not self.valid.any()
+
+
+def cell_valid(valid: np.ndarray, patch: int) -> np.ndarray:
+    """``(H, W)`` pixel validity -> ``(H/p, W/p)`` cell validity: a cell is valid if any of its pixels is."""
+    h, w = valid.shape
+    return valid.reshape(h // patch, patch, w // patch, patch).any(axis=(1, 3))
+
+
+class SceneReader:
+    """Reads tiles of one scene through per-thread dataset handles; ``close()`` closes them all."""
+
+    def __init__(self, scene: Scene, adapter: BandAdapter) -> None:
+        self.scene = scene
+        self.adapter = adapter
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._handles: list[rasterio.DatasetReader] = []
+
+    def _ds(self, path: str) -> rasterio.DatasetReader:
+        cache = getattr(self._local, "ds", None)
+        if cache is None:
+            cache = self._local.ds = {}
+        if path not in cache:
+            ds = rasterio.open(path)
+            cache[path] = ds
+            with self._lock:
+                self._handles.append(ds)
+        return cache[path]
+
+    def read_raw(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(C, height, width)`` DNs of the adapter's bands and ``(height, width)`` validity; padding is invalid."""
+        sh, sw = self.scene.shape
+        r0, c0 = max(row_off, 0), max(col_off, 0)
+        r1, c1 = min(row_off + height, sh), min(col_off + width, sw)
+        fill = self.adapter.nodata if self.adapter.nodata is not None and not np.isnan(self.adapter.nodata) else 0
+        raw = np.full((len(self.adapter.indexes), height, width), fill, dtype=self.scene.dtype)
+        valid = np.zeros((height, width), bool)
+        if r1 <= r0 or c1 <= c0:
+            return raw, valid
+        win = Window(c0, r0, c1 - c0, r1 - r0)
+        inner = (slice(r0 - row_off, r1 - row_off), slice(c0 - col_off, c1 - col_off))
+        mask = None
+        try:
+            for k, i in enumerate(self.adapter.indexes):
+                path, b = self.scene.band_sources[i]
+                ds = self._ds(path)
+                raw[(k, *inner)] = ds.read(b, window=win)
+                if self.scene.has_mask and mask is None:
+                    mask = ds.dataset_mask(window=win) > 0
+        except rasterio.errors.RasterioIOError as exc:
+            detail = str(exc.__cause__ or exc).splitlines()[0]
+            raise InputError(f"cannot read {self.scene.paths[0]} at rows {r0}-{r1}, cols {c0}-{c1}: {detail}") from None
+        valid[inner] = self.adapter.valid(raw[(slice(None), *inner)], mask)
+        return raw, valid
+
+    def read_tile(self, tile: Tile) -> TileData:
+        """The tile's pixels through the adapter (scene-fixed stretch), invalid pixels set to 0."""
+        raw, valid = self.read_raw(*tile.px_window)
+        x = self.adapter.to_unit(raw) if valid.any() else np.zeros(raw.shape, np.float32)
+        x[:, ~valid] = 0.0
+        return TileData(tile, x, valid)
+
+    def close(self) -> None:
+        with self._lock:
+            for ds in self._handles:
+                ds.close()
+            self._handles.clear()
+
+    def __enter__(self) -> SceneReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int = 2, ahead: int = 8) -> Iterator[R]:
+    """``map(fn, items)`` computed by ``workers`` threads up to ``ahead`` items ahead, yielded in order."""
+    pending: deque[Future[R]] = deque()
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geodino-read") as pool:
+        try:
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()

@@ -1,0 +1,163 @@
+"""Feature rasters on disk: streamed to a temporary GeoTIFF, finished as a COG or Zarr, moved into place.
+
+Rows arrive from the stitcher in order and go straight to a tiled temporary GeoTIFF beside the
+output, so memory does not grow with the scene. :meth:`FeatureWriter.finish` optionally projects to
+PCA components, writes the final format under a temporary name and renames it over ``out`` only
+when complete; :meth:`FeatureWriter.abort` (or any exception inside ``with``) removes every
+temporary. Nodata is NaN. Every output carries the run's metadata (tags / attrs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from odc.geo.geobox import GeoBox
+
+from geodino.errors import InputError
+
+FORMATS = ("cog", "zarr")
+DTYPES = ("float32", "float16")
+#: GDAL block cache while finishing: bounded so memory does not grow with the scene.
+GDAL_CACHE_MB = 64
+#: ``project(block (rows, cols, D)) -> (rows, cols, K)`` applied while finishing (PCA).
+Projection = Callable[[np.ndarray], np.ndarray]
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or directory if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def check_output(out: str | Path, fmt: str, overwrite: bool) -> Path:
+    """Validate an output path before any work: format, existing file, writable folder."""
+    out = Path(out)
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists: pass --overwrite to replace it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"output folder {parent} is not writable")
+    return out
+
+
+def flat_tags(metadata: dict[str, object]) -> dict[str, str]:
+    """Metadata as GeoTIFF tags: ``GEODINO_<KEY>`` = plain string or compact JSON."""
+    return {f"GEODINO_{k.upper()}": v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for k, v in metadata.items()}
+
+
+class FeatureWriter:
+    """Receives finished rows ``(rows, cols, D)`` and produces ``out`` atomically."""
+
+    def __init__(
+        self, out: str | Path, geobox: GeoBox, dim: int, fmt: str = "cog", dtype: str = "float32", overwrite: bool = False
+    ) -> None:
+        if dtype not in DTYPES:
+            raise InputError(f"--dtype {dtype!r}: use float32 or float16")
+        self.out = check_output(out, fmt, overwrite)
+        self.geobox, self.dim, self.fmt, self.dtype = geobox, dim, fmt, dtype
+        stem = f".{self.out.name}.geodino-{os.getpid()}"
+        self.tmp_rows = self.out.with_name(stem + ".rows.tif")
+        self.tmp_proj = self.out.with_name(stem + ".proj.tif")
+        self.tmp_out = self.out.with_name(stem + ".part")
+        self._rows = self._open_rows(self.tmp_rows, dim)
+
+    def _open_rows(self, path: Path, count: int) -> rasterio.io.DatasetWriter:
+        h, w = self.geobox.shape.yx
+        return rasterio.open(
+            path, "w", driver="GTiff", height=h, width=w, count=count, dtype="float32", crs=self.geobox.crs.to_wkt(),
+            transform=self.geobox.affine, nodata=float("nan"), tiled=True, blockxsize=128, blockysize=128,
+            interleave="pixel", BIGTIFF="IF_SAFER",
+        )  # fmt: skip
+
+    def write_rows(self, row0: int, block: np.ndarray) -> None:
+        """Write feature rows ``[row0, row0 + rows)``; ``block`` is ``(rows, cols, D)`` float32."""
+        rows, cols, _ = block.shape
+        block = self._round(block)
+        self._rows.write(np.ascontiguousarray(block.transpose(2, 0, 1)), window=((row0, row0 + rows), (0, cols)))
+
+    def _round(self, block: np.ndarray) -> np.ndarray:
+        """float32, rounded to nearest float16 when writing half floats (GDAL's NBITS=16 would truncate)."""
+        if self.dtype == "float16":
+            return block.astype(np.float16).astype(np.float32)
+        return block.astype(np.float32, copy=False)
+
+    def _project(self, project: Projection, k: int) -> Path:
+        self._rows.close()
+        h, _ = self.geobox.shape.yx
+        with rasterio.open(self.tmp_rows) as src, self._open_rows(self.tmp_proj, k) as dst:
+            for r0 in range(0, h, 128):
+                win = ((r0, min(r0 + 128, h)), (0, src.width))
+                block = src.read(window=win).transpose(1, 2, 0)
+                dst.write(np.ascontiguousarray(self._round(project(block)).transpose(2, 0, 1)), window=win)
+        return self.tmp_proj
+
+    def finish(self, metadata: dict[str, object], band_names: Sequence[str], project: Projection | None = None) -> Path:
+        """Write the final COG or Zarr with ``metadata`` and band names, then move it to ``out``."""
+        if project is not None:
+            src = self._project(project, len(band_names))
+        else:
+            self._rows.close()
+            src = self.tmp_rows
+        with rasterio.open(src, "r+") as ds:
+            ds.descriptions = tuple(band_names)
+            ds.update_tags(**flat_tags(metadata))
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            if self.fmt == "cog":
+                self._to_cog(src)
+            else:
+                self._to_zarr(src, metadata, band_names)
+        remove_path(self.out)
+        os.replace(self.tmp_out, self.out)
+        self._cleanup()
+        return self.out
+
+    def _to_cog(self, src: Path) -> None:
+        opts = {"COMPRESS": "ZSTD", "LEVEL": "1", "PREDICTOR": "3", "BLOCKSIZE": "128", "OVERVIEWS": "AUTO", "RESAMPLING": "AVERAGE"}
+        if self.dtype == "float16":
+            opts["NBITS"] = "16"  # half floats in a Float32 GeoTIFF: GDAL and QGIS read them as float32
+        opts["BIGTIFF"] = "IF_SAFER"
+        rasterio.shutil.copy(src, self.tmp_out, driver="COG", **opts)
+
+    def _to_zarr(self, src: Path, metadata: dict[str, object], band_names: Sequence[str]) -> None:
+        import rioxarray  # noqa: F401  (registers .rio)
+        import xarray as xr
+
+        da = xr.open_dataarray(src, engine="rasterio", chunks={"band": -1, "y": 256, "x": 256})
+        da = da.astype(self.dtype).assign_coords(band_name=("band", list(band_names)))
+        da.attrs = {k: v for k, v in da.attrs.items() if not k.startswith("GEODINO_") and k != "long_name"}
+        da.attrs.update({k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in metadata.items()})
+        da.encoding = {}
+        ds = da.rio.write_nodata(np.nan, encoded=False).rio.write_crs(self.geobox.crs.to_wkt()).to_dataset(name="features")
+        ds.attrs = dict(da.attrs)
+        ds.to_zarr(self.tmp_out, mode="w", consolidated=True, zarr_format=2)
+
+    def _cleanup(self) -> None:
+        for p in (self.tmp_rows, self.tmp_proj, self.tmp_out):
+            remove_path(p)
+
+    def abort(self) -> None:
+        """Close and delete every temporary; ``out`` is untouched."""
+        try:
+            self._rows.close()
+        finally:
+            self._cleanup()
+
+    def __enter__(self) -> FeatureWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.abort()

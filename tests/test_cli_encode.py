@@ -1,0 +1,121 @@
+"""``geodino encode`` and ``geodino info`` from the shell: progress, summary, and one-line errors that leave nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from typer.testing import CliRunner
+
+from geodino.cli import app
+from tests.scenes import TRANSFORM, coordinate_raster, write_raster
+
+TINY = ("--model", "geodino_tiny_mlp", "--weights", "random")
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "100"})
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geodino: error: "), result.stderr
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    return write_raster(tmp_path / "scene.tif", coordinate_raster(150, 170))
+
+
+def test_encode_writes_the_raster_and_prints_progress_and_a_summary(tmp_path: Path, scene: Path) -> None:
+    out = tmp_path / "out" / "feat.tif"
+    out.parent.mkdir()
+    result = run("encode", scene, out, *TINY, "--tile", "64", "--overlap", "16", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert "RANDOM weights" in result.stderr and "12/12 tiles" in result.stderr and "tiles/s" in result.stderr
+    summary = result.stdout.strip().splitlines()
+    assert len(summary) == 1 and summary[0].startswith(f"wrote {out}: 11x10 cells x 64 bands, EPSG:32633, 12 tiles")
+    with rasterio.open(out) as ds:
+        assert ds.transform == TRANSFORM @ Affine.scale(16) and ds.count == 64
+    assert sorted(p.name for p in out.parent.iterdir()) == ["feat.tif"]
+
+
+def test_info_describes_grid_bands_preset_plan_and_memory(scene: Path) -> None:
+    result = run("info", scene, "--tile", "64", "--overlap", "16")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "170x150 px, 3 bands uint16, EPSG:32633, pixel 10 x 10" in out
+    assert "guessed generic" in out and "11x10 cells, pixel 160 x 160" in out and "3x4 = 12 tiles of 64 px" in out
+    assert "GiB for dinov3_vitl16_sat493m" in out and "percentiles 2-98" in out
+
+
+def bad_inputs(tmp_path: Path, scene: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
+    nogeo = write_raster(tmp_path / "nogeo.tif", coordinate_raster(40, 40), transform=None, crs=None)
+    rotated = write_raster(tmp_path / "rot.tif", coordinate_raster(40, 40), transform=TRANSFORM @ Affine.rotation(10))
+    five = write_raster(tmp_path / "five.tif", np.ones((5, 40, 40), np.float32))
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + b"\x17" * 300)
+    existing = tmp_path / "existing.tif"
+    existing.write_bytes(b"keep me")
+    return {
+        "no georeference": ([nogeo], ("has no georeference",)),
+        "rotated": ([rotated], ("rotated or sheared", "gdalwarp")),
+        "unmappable bands": ([five], ("cannot map the 5 bands", "1, 2, 3, 4, 5", "naip-rgbn", "--bands")),
+        "tile": ([scene, "--tile", "100"], ("tile 100 must be a positive multiple of the patch size 16",)),
+        "overlap": ([scene, "--tile", "64", "--overlap", "64"], ("overlap 64 must be smaller than the tile 64",)),
+        "corrupt": ([corrupt], ("cannot read", "corrupt.tif")),
+        "missing": ([tmp_path / "nope.tif"], ("scene not found",)),
+        "existing": ([scene, "--out", existing], ("existing.tif exists: pass --overwrite",)),
+        "bands": ([scene, "--bands", "B08,B04,B03"], ("no band 'B08'",)),
+        "format": ([scene, "--format", "npy"], ("--format 'npy'",)),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["no georeference", "rotated", "unmappable bands", "tile", "overlap", "corrupt", "missing", "existing", "bands", "format"]
+)
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path: Path, scene: Path, case: str) -> None:
+    args, fragments = bad_inputs(tmp_path, scene)[case]
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    if "--out" not in args:
+        args = [*args, tmp_path / "feat.tif"]
+    result = run("encode", *args, *TINY)
+    assert_one_line_error(result, *fragments)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # nothing written, nothing touched
+    if case == "existing":
+        assert (tmp_path / "existing.tif").read_bytes() == b"keep me"
+
+
+def test_a_scene_that_breaks_while_reading_leaves_nothing_behind(tmp_path: Path) -> None:
+    src = write_raster(tmp_path / "big.tif", coordinate_raster(512, 512), tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    data = src.read_bytes()
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(data[: len(data) * 2 // 3])  # header and first blocks fine, later blocks missing
+    result = run("encode", broken, tmp_path / "feat.tif", *TINY, "--tile", "128", "--overlap", "0")
+    assert_one_line_error(result, "cannot read", "broken.tif", "scene statistics")  # the scene-wide stretch reads first
+    preset = tmp_path / "fixed.yaml"  # a fixed stretch needs no statistics: the failure comes mid-scene
+    preset.write_text('name: fixed\nrgb: ["1", "2", "3"]\nscale: 1.0\nstretch: {lo: 0, hi: 600}\n')
+    result = run("encode", broken, tmp_path / "feat.tif", *TINY, "--tile", "128", "--overlap", "0", "--sensor", preset)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.stderr.splitlines()[-1]  # after the random-weights warning and the progress bar
+    assert last.startswith("geodino: error: cannot read") and "broken.tif at rows 256-384" in last, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif", "broken.tif", "fixed.yaml"]
+
+
+def test_a_model_failure_mid_scene_removes_temporaries_and_keeps_the_old_output(tmp_path: Path, scene: Path) -> None:
+    from geodino.engine import EncodeOptions, encode_scene
+    from tests.scenes import PatchProbe
+
+    out = tmp_path / "feat.tif"
+    out.write_bytes(b"old result")
+    with pytest.raises(RuntimeError, match="stand-in model failure"):
+        encode_scene(scene, out, PatchProbe(fail_after=2), EncodeOptions(tile=64, overlap=16, batch_size=1, overwrite=True, tokens=True))
+    assert out.read_bytes() == b"old result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feat.tif", "scene.tif"]
