@@ -115,7 +115,7 @@ def encode_scene(
     if not isinstance(scene, Scene):
         scene = open_scene(scene)
     plan = make_plan(scene, options, extractor.patch)
-    n_inputs = extractor.spec.arch.in_chans if extractor.spec else 3
+    n_inputs = getattr(extractor, "in_bands", 3)
     if adapter is None:
         adapter = make_adapter(scene, n_inputs, options.sensor, options.bands)
     fgeo = feature_geobox(scene.geobox, plan.patch)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from geodino.errors import InputError
+from geodino.models.multiband import BandMixer
 from geodino.models.vit import DinoVisionTransformer
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -63,16 +64,23 @@ class FeatureExtractor:
         layers: str | Sequence[int] | None = None,
         device: str | None = "auto",
         precision: str = "fp32",
+        mixer: BandMixer | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         self.device = resolve_device(device)
         self.precision = precision
         self.model = model.to(self.device).eval()
+        self.mixer = mixer.to(self.device).eval() if mixer is not None else None
         self.layers = model.resolve_layers(parse_layers(layers))
         self.spec = model.spec
         self.embed_dim = model.embed_dim
         self.patch = model.spec.patch_size if model.spec else 16
+
+    @property
+    def in_bands(self) -> int:
+        """Bands the adapter must deliver: the mixer's input, else the backbone's."""
+        return self.mixer.n_bands if self.mixer is not None else self.model.arch.in_chans
 
     @property
     def dim(self) -> int:
@@ -85,8 +93,11 @@ class FeatureExtractor:
         return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
 
     def normalize(self, x: Tensor, valid: Tensor) -> Tensor:
-        """``(B, 3, T, T)`` in [0, 1] and ``(B, T, T)`` validity -> model input on the device; invalid pixels -> 0 (the mean)."""
+        """``(B, N, T, T)`` in [0, 1] and ``(B, T, T)`` validity -> model input on the device; invalid pixels -> 0 (the mean)."""
         x = x.to(self.device, non_blocking=True)
+        if self.mixer is not None:
+            with torch.inference_mode():
+                x = self.mixer(x)
         x = self.spec.normalize(x) if self.spec else x
         return x * valid.to(self.device, non_blocking=True)[:, None]
 
@@ -115,4 +126,7 @@ class FeatureExtractor:
             "std": list(spec.std) if spec else None,
             "device": str(self.device),
             "precision": self.precision,
+            "band_mixer": None
+            if self.mixer is None
+            else {"bands": self.mixer.band_names, "weight": self.mixer.mix.weight.flatten(1).tolist()},
         }

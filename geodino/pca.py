@@ -6,11 +6,13 @@ by notebooks. Components are sign-fixed (largest loading positive) so reruns giv
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 
 from geodino.errors import InputError
 
@@ -87,10 +89,11 @@ def to_rgb8(pcs: np.ndarray, lo_hi: tuple[float, float] = (2, 98)) -> np.ndarray
     return out
 
 
-def write_quicklook(features: str | Path, png: str | Path, sample: int = 20000, seed: int = 0) -> Path:
+def write_quicklook(features: str | Path, png: str | Path, sample: int = 20000, seed: int = 0, min_side: int = 512) -> Path:
     """PCA RGB quicklook PNG of a feature raster (3 components fitted on a sample of its cells).
 
-    Zero (black) marks nodata. Reads the whole raster: meant for quicklooks of modest size.
+    Each cell becomes an ``f x f`` block of pixels, ``f`` the smallest integer making the longer side
+    at least ``min_side``. Zero (black) marks nodata. Reads the whole raster: meant for quicklooks.
     """
     with rasterio.open(features) as ds:
         data = ds.read().transpose(1, 2, 0)  # (H, W, D)
@@ -105,7 +108,11 @@ def write_quicklook(features: str | Path, png: str | Path, sample: int = 20000, 
     if k < 3:
         pcs = np.concatenate([pcs, np.repeat(pcs[:1], 3 - k, axis=0)])
     rgb = to_rgb8(pcs)
+    f = max(1, -(-min_side // max(rgb.shape[1:])))
+    rgb = np.repeat(np.repeat(rgb, f, axis=1), f, axis=2)
     png = Path(png)
-    with rasterio.open(png, "w", driver="PNG", width=rgb.shape[2], height=rgb.shape[1], count=3, dtype="uint8") as dst:
-        dst.write(rgb)
+    with warnings.catch_warnings():  # a picture, not a map: the georeferenced data is the feature raster
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(png, "w", driver="PNG", width=rgb.shape[2], height=rgb.shape[1], count=3, dtype="uint8") as dst:
+            dst.write(rgb)
     return png

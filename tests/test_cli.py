@@ -175,16 +175,35 @@ def test_download_404_is_one_line(http_server, tmp_path: Path) -> None:
 # --- demo -----------------------------------------------------------------------------------------
 
 
-def test_demo_tiny_random() -> None:
-    result = run("demo", "--model", TINY, "--size", "64")
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # the PNG is a picture, not a map
+def test_demo_encodes_a_scene_to_a_cog_and_a_quicklook(tmp_path: Path) -> None:
+    from geodino.synthetic import write_scene
+
+    scene = write_scene(tmp_path / "scene.tif", 200, 150)
+    result = run("demo", "--model", TINY, "--scene", str(scene), "--out-dir", str(tmp_path / "demo"), "--tile", "64", "--overlap", "16")
     assert result.exit_code == 0, result.output
-    assert "RANDOM" in result.stdout
-    assert "(1, 64, 4, 4)" in result.stdout
-    assert "(1, 3, 64, 64)" in result.stdout
+    assert "(RANDOM: the features and the picture carry no meaning)" in result.stdout
+    assert "10x13 cells x 64 bands, EPSG:32633" in result.stdout and "preset rgb8" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["features.tif", "features_pca.png"]
+    import rasterio
+
+    with rasterio.open(tmp_path / "demo" / "features_pca.png") as png:
+        assert (png.count, png.height, png.width, png.dtypes[0]) == (3, 13 * 40, 10 * 40, "uint8") and png.read().std() > 0
 
 
-def test_demo_bad_size_is_one_line() -> None:
-    assert_one_line_error(run("demo", "--model", TINY, "--size", "50"), "multiples of the patch size 16")
+def test_demo_without_shared_data_generates_its_scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import geodino.demo
+
+    monkeypatch.setattr(geodino.demo, "SHARED_SCENE", Path("no") / "such.tif")
+    monkeypatch.setattr(geodino.demo, "GENERATED_SIDE", 96)
+    result = run("demo", "--model", TINY, "--out-dir", str(tmp_path / "demo"))
+    assert result.exit_code == 0, result.output
+    assert "generated 96x96 RGB scene" in result.stdout and "6x6 cells x 64 bands" in result.stdout
+
+
+def test_demo_bad_tile_is_one_line(tmp_path: Path) -> None:
+    result = run("demo", "--model", TINY, "--out-dir", str(tmp_path), "--tile", "50")
+    assert_one_line_error(result, "tile 50 must be a positive multiple of the patch size 16")
 
 
 # --- the script -----------------------------------------------------------------------------------

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from geodino.errors import GeodinoError
 
@@ -35,3 +38,50 @@ def guard(fn: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class RateColumn(ProgressColumn):
+    """Tiles per second since the job started (batches finish several tiles at once, so rich's
+    windowed speed would jump)."""
+
+    def render(self, task: Task) -> Text:
+        rate = task.fields.get("rate")
+        return Text(f"{rate:.2f} tiles/s" if rate else "- tiles/s", style="progress.data.speed")
+
+
+class EtaColumn(ProgressColumn):
+    """Time left at the average rate so far."""
+
+    def render(self, task: Task) -> Text:
+        rate = task.fields.get("rate")
+        if not rate or task.total is None:
+            return Text("ETA -", style="progress.remaining")
+        left = int((task.total - task.completed) / rate)
+        return Text(f"ETA {left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}", style="progress.remaining")
+
+
+class TileBar:
+    """A rich progress bar on stderr (tiles, tiles/s, elapsed, ETA) that appears at the first tile, so
+    errors raised while checking inputs stay one line. Call it as ``progress(done, total)``."""
+
+    def __init__(self, label: str = "encoding") -> None:
+        self.label = label
+        self.bar: Progress | None = None
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            cols = (TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), RateColumn(), TimeElapsedColumn())
+            self.bar = Progress(*cols, EtaColumn(), console=err_console)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total, rate=None)
+        rate = done / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.update(self.task, completed=done, total=total, rate=rate)
+
+    def __enter__(self) -> TileBar:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,12 +1,13 @@
-"""``geodino demo``: the main job on a generated scene (what ``make demo`` runs)."""
+"""``geodino demo``: the main job on a real or generated scene (what ``make demo`` runs)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from geodino.cli.app import app, console, guard
+from geodino.cli.app import TileBar, app, console, guard
 from geodino.demo import load_or_random, run_demo
 
 
@@ -15,19 +16,25 @@ from geodino.demo import load_or_random, run_demo
 def demo_cmd(
     model: Annotated[str, typer.Option(help="weights spec")] = "dinov3_vitl16_sat493m",
     weights: Annotated[str | None, typer.Option(help="checkpoint, HF folder or 'random' (default: search, else random)")] = None,
-    size: Annotated[int, typer.Option(help="side of the generated image, a multiple of 16")] = 512,
-    seed: int = 0,
+    out_dir: Annotated[Path, typer.Option(help="where features.tif and features_pca.png go")] = Path("demo_output"),
+    scene: Annotated[str | None, typer.Option(help="scene to encode (default: ../shared/data NAIP crop, else generated)")] = None,
+    tile: int = 512,
+    overlap: int = 64,
 ) -> None:
-    """Build a DINOv3 backbone, encode a generated scene, and print what happened."""
+    """Encode a whole scene into a georeferenced feature COG plus a PCA quicklook, and say what happened."""
     net, why_random = load_or_random(model, weights)
     if why_random:
-        console.print(f"[yellow]No real weights found, using RANDOM weights[/]: {why_random}", soft_wrap=True)
-    r = run_demo(net, size=size, seed=seed)
-    console.print(f"model      {r.model}: {r.params / 1e6:.2f}M parameters")
-    note = "  [bold red](RANDOM: features carry no meaning)[/]" if r.random_weights else ""
-    console.print(f"weights    {r.weights}{note}")
-    console.print(f"input      generated RGB scene, normalised with the spec's mean/std: {r.input_shape}")
-    console.print(f"features   patch grid {r.patch_features_shape} (B, D, H/16, W/16), CLS {r.cls_shape}")
-    console.print(f"time       {r.seconds:.2f} s for one forward pass on the CPU")
-    pcs = ", ".join(f"{v:.1%}" for v in r.pca_explained)
-    console.print(f"PCA        first 3 components of the patch features explain {pcs} of the variance")
+        console.print(f"[bold yellow]No real weights found, using RANDOM weights[/]: {why_random}")
+    with TileBar() as progress:
+        r = run_demo(net, out_dir, scene, tile, overlap, progress=progress)
+    res = r.result
+    n_params = sum(p.numel() for p in net.parameters())
+    console.print(f"scene      {r.scene} ({r.scene_origin})")
+    console.print(f"adapter    {res.adapter.preset}: bands {', '.join(res.adapter.names)}; {res.adapter.stretch}")
+    console.print(f"model      {net.spec.name if net.spec else model}: {n_params / 1e6:.2f}M parameters")
+    note = "  [bold red](RANDOM: the features and the picture carry no meaning)[/]" if r.random_weights else ""
+    console.print(f"weights    {net.weights_info.source if net.weights_info else '?'}{note}")
+    rows, cols = res.grid_shape
+    console.print(f"features   {r.features}: {cols}x{rows} cells x {res.bands} bands, {res.metadata['scene_grid']['crs']}")  # type: ignore[index]
+    console.print(f"time       {res.tiles} tiles in {res.seconds:.1f} s (model {res.model_seconds:.1f} s)")
+    console.print(f"quicklook  {r.quicklook}: first 3 PCA components of the features as RGB")

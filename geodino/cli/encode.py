@@ -7,15 +7,14 @@ from typing import Annotated
 
 import torch
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.text import Text
 
 from geodino.adapter import make_adapter
-from geodino.cli.app import app, console, err_console, guard
+from geodino.cli.app import TileBar, app, console, err_console, guard
 from geodino.engine import EncodeOptions, check_outputs, encode_scene, estimate_memory, make_plan
 from geodino.errors import WeightsError
 from geodino.features import FeatureExtractor
 from geodino.models import build_model, get_spec
+from geodino.models.multiband import BandMixer
 from geodino.models.vit import DinoVisionTransformer
 from geodino.scene import open_scene
 from geodino.sensors import guess_preset, load_presets
@@ -27,13 +26,6 @@ SensorOpt = Annotated[str | None, typer.Option(help="sensor preset name or YAML 
 BandsOpt = Annotated[str | None, typer.Option(help="bands for R,G,B: names (B04,B03,B02) or 1-based indexes (3,2,1)")]
 TileOpt = Annotated[int, typer.Option(help="tile side in pixels, a multiple of 16")]
 OverlapOpt = Annotated[int, typer.Option(help="overlap between tiles in pixels, a multiple of 16")]
-
-
-class RateColumn(ProgressColumn):
-    """Tiles per second."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.2f} tiles/s" if task.speed else "- tiles/s", style="progress.data.speed")
 
 
 def _model(model: str, weights: str | None) -> DinoVisionTransformer:
@@ -66,6 +58,7 @@ def encode_cmd(
     tokens: Annotated[bool, typer.Option(help="also write CLS and storage tokens per tile (<out>.tokens.zarr)")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
     workers: Annotated[int, typer.Option(help="reader threads")] = 2,
+    mixer: Annotated[Path | None, typer.Option(help="a trained BandMixer (.pt): --bands selects its N input bands")] = None,
 ) -> None:
     """Encode a scene: SCENE... OUT. Tiles on the 16-px patch grid, scene-fixed normalisation, streamed stitching."""
     if out is None:
@@ -78,19 +71,13 @@ def encode_cmd(
     spec = get_spec(model)
     make_plan(scene, options, spec.patch_size)
     check_outputs(out, options)
-    adapter = make_adapter(scene, spec.arch.in_chans, sensor, bands)
+    band_mixer = BandMixer.load(mixer) if mixer is not None else None
+    adapter = make_adapter(scene, band_mixer.n_bands if band_mixer else spec.arch.in_chans, sensor, bands)
     net = _model(model, weights)
-    extractor = FeatureExtractor(net, layers, device, precision)
+    extractor = FeatureExtractor(net, layers, device, precision, band_mixer)
     if extractor.describe()["random_weights"]:
         err_console.print("[yellow]geodino: using RANDOM weights: the features carry no meaning[/]")
-    columns = (TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), RateColumn())
-    columns += (TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        task = bar.add_task("encode", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with TileBar() as progress:
         result = encode_scene(scene, out, extractor, options, progress, adapter)
     rows, cols = result.grid_shape
     skipped = f" ({result.skipped} empty skipped)" if result.skipped else ""

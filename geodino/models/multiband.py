@@ -1,0 +1,90 @@
+"""Opt-in ways to feed N-band imagery to an RGB backbone: a learned band mixer and patch-embedding inflation.
+
+Both start out *exactly* equal to the plain RGB path (the mixer picks the RGB bands, inflation gives
+the extra bands zero weights), so nothing changes until they are trained. Limits, stated plainly:
+
+* **BandMixer** (N -> 3, a 1x1 convolution before the spec's mean/std): learns a per-pixel linear
+  mix only; it cannot add information the RGB-trained backbone has no features for, and it must
+  be trained on labelled data or a task loss (geodino does not train it for you). Save it with
+  :meth:`BandMixer.save` and use it with ``encode --mixer``.
+* **inflate_patch_embed** (3 -> N input channels of the first layer): the extra bands contribute
+  nothing until the patch embedding (at least) is fine-tuned; their normalisation is the scene
+  stretch to [0, 1] followed by mean 0.5 / std 0.25, an assumption, not a statistic of any pretraining.
+  Official checkpoints keep 3 input channels: an inflated model is saved and loaded as a new spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from geodino.errors import InputError
+from geodino.models.vit import DinoVisionTransformer
+
+EXTRA_MEAN, EXTRA_STD = 0.5, 0.25
+
+
+class BandMixer(nn.Module):
+    """``(B, N, H, W)`` in [0, 1] -> ``(B, 3, H, W)``: a learned 1x1 convolution, initialised to select ``rgb``."""
+
+    def __init__(self, n_bands: int, rgb: Sequence[int] = (0, 1, 2), band_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if len(rgb) != 3 or not all(0 <= i < n_bands for i in rgb):
+            raise InputError(f"rgb must be 3 band indexes in [0, {n_bands}), got {list(rgb)}")
+        self.n_bands = n_bands
+        self.band_names = list(band_names) if band_names else [str(i + 1) for i in range(n_bands)]
+        self.mix = nn.Conv2d(n_bands, 3, kernel_size=1, bias=True)
+        with torch.no_grad():
+            self.mix.weight.zero_()
+            self.mix.bias.zero_()
+            for out, i in enumerate(rgb):
+                self.mix.weight[out, i, 0, 0] = 1.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] != self.n_bands:
+            raise InputError(f"the band mixer takes {self.n_bands} bands, got {x.shape[1]}")
+        return self.mix(x)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the mixer (weights and band names) to a ``.pt`` file."""
+        torch.save({"n_bands": self.n_bands, "band_names": self.band_names, "state_dict": self.state_dict()}, path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> BandMixer:
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            mixer = cls(int(blob["n_bands"]), band_names=blob["band_names"])
+            mixer.load_state_dict(blob["state_dict"])
+        except (OSError, KeyError, RuntimeError, TypeError) as exc:
+            raise InputError(f"{path} is not a band mixer saved by geodino: {exc}") from None
+        return mixer.eval()
+
+
+def inflate_patch_embed(model: DinoVisionTransformer, n_bands: int, rgb: Sequence[int], band_names: Sequence[str]) -> DinoVisionTransformer:
+    """Give ``model`` an ``n_bands``-channel patch embedding, in place: bands ``rgb`` get the pretrained
+    R, G, B filters, the others zero filters. Its spec becomes ``<name>+<n>band`` with ``band_names``."""
+    old = model.patch_embed.proj
+    if len(rgb) != old.in_channels or len(band_names) != n_bands or not all(0 <= i < n_bands for i in rgb):
+        raise InputError(f"need {old.in_channels} rgb indexes in [0, {n_bands}) and {n_bands} band names")
+    new = nn.Conv2d(n_bands, old.out_channels, old.kernel_size, old.stride, dtype=old.weight.dtype, device=old.weight.device)
+    with torch.no_grad():
+        new.weight.zero_()
+        for src, dst in enumerate(rgb):
+            new.weight[:, dst] = old.weight[:, src]
+        new.bias.copy_(old.bias)
+    model.patch_embed.proj = new
+    model.arch = dataclasses.replace(model.arch, in_chans=n_bands)
+    spec = model.spec
+    if spec is not None:
+        mean, std = [EXTRA_MEAN] * n_bands, [EXTRA_STD] * n_bands
+        for src, dst in enumerate(rgb):
+            mean[dst], std[dst] = spec.mean[src], spec.std[src]
+        model.spec = dataclasses.replace(
+            spec, name=f"{spec.name}+{n_bands}band", arch=model.arch, bands=tuple(band_names), mean=tuple(mean), std=tuple(std)
+        )
+    return model
