@@ -36,6 +36,8 @@ test: lint
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/backbone_speed.py
+	$(BIN)/python bench/encode_speed.py
+	$(BIN)/python bench/memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import torch
 
 import geodino
@@ -25,7 +26,7 @@ from geodino.scene import Scene, open_scene
 from geodino.stitch import Stitcher
 from geodino.tiling import TilePlan, feature_geobox
 from geodino.tokens import TokenCollector, tokens_path
-from geodino.writer import FeatureWriter, check_output, remove_path
+from geodino.writer import GDAL_CACHE_MB, FeatureWriter, check_output, remove_path
 
 #: ``progress(tiles_done, tiles_total)``
 Progress = Callable[[int, int], None]
@@ -110,6 +111,20 @@ def encode_scene(
     Nothing is left at ``out`` (or beside it) if anything fails. ``adapter`` defaults to
     :func:`~geodino.adapter.make_adapter` with ``options.sensor`` and ``options.bands``.
     """
+    # GDAL's block cache defaults to 5% of RAM and would fill with the scene's and the output's blocks:
+    # bounded, memory stays flat with scene size (statistics read and reader threads included).
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _encode(scene, out, extractor, options, progress, adapter)
+
+
+def _encode(
+    scene: Scene | str | Path | list[str],
+    out: str | Path,
+    extractor: FeatureExtractor,
+    options: EncodeOptions,
+    progress: Progress | None,
+    adapter: BandAdapter | None,
+) -> EncodeResult:
     t_start = time.perf_counter()
     check_outputs(out, options)
     if not isinstance(scene, Scene):

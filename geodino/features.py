@@ -34,6 +34,12 @@ def resolve_device(device: str | None) -> torch.device:
     return dev
 
 
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def parse_layers(text: str | Sequence[int] | None) -> list[int]:
     """``"-1"``, ``"5,11,17,23"`` or a sequence -> block indexes (negatives count from the end)."""
     if text is None:
@@ -66,10 +72,8 @@ class FeatureExtractor:
         precision: str = "fp32",
         mixer: BandMixer | None = None,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise InputError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
         self.device = resolve_device(device)
-        self.precision = precision
+        self.precision = check_precision(precision)
         self.model = model.to(self.device).eval()
         self.mixer = mixer.to(self.device).eval() if mixer is not None else None
         self.layers = model.resolve_layers(parse_layers(layers))

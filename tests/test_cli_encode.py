@@ -75,12 +75,17 @@ def bad_inputs(tmp_path: Path, scene: Path) -> dict[str, tuple[list[str], tuple[
         "existing": ([scene, "--out", existing], ("existing.tif exists: pass --overwrite",)),
         "bands": ([scene, "--bands", "B08,B04,B03"], ("no band 'B08'",)),
         "format": ([scene, "--format", "npy"], ("--format 'npy'",)),
+        "precision": ([scene, "--precision", "fp8"], ("--precision 'fp8'",)),
+        "layers": ([scene, "--layers", "last"], ("--layers 'last'",)),
+        "block index": ([scene, "--layers", "7"], ("block index 7 out of range for a model with 3 blocks",)),
     }
 
 
-@pytest.mark.parametrize(
-    "case", ["no georeference", "rotated", "unmappable bands", "tile", "overlap", "corrupt", "missing", "existing", "bands", "format"]
-)
+BAD = ("no georeference", "rotated", "unmappable bands", "tile", "overlap", "corrupt", "missing", "existing", "bands", "format")
+BAD += ("precision", "layers", "block index")
+
+
+@pytest.mark.parametrize("case", BAD)
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path: Path, scene: Path, case: str) -> None:
     args, fragments = bad_inputs(tmp_path, scene)[case]
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}

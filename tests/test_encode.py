@@ -146,3 +146,23 @@ def test_zarr_output_float16_and_pca(tmp_path: Path, tiny: FeatureExtractor) -> 
     expected = z.pca.transform(f32.reshape(64, -1).T).T
     assert np.allclose(pcs, expected, atol=1e-4)
     assert pcs[0].var() >= pcs[1].var() >= pcs[2].var()
+
+
+def test_overview_factors_follow_gdal_auto() -> None:
+    from geodino.writer import overview_factors
+
+    assert overview_factors(100, 128) == []
+    assert overview_factors(129, 40) == [2]
+    assert overview_factors(256, 256) == [2]
+    assert overview_factors(512, 300) == [2, 4]
+
+
+@pytest.mark.slow
+def test_peak_memory_hardly_grows_from_a_2048_to_an_8192_scene(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from memory import measure  # each size encoded in a fresh interpreter, tiny model, COG output
+
+    small, large = measure(2048, tmp_path), measure(8192, tmp_path)
+    assert large / small <= 1.25, (small, large)

@@ -12,7 +12,7 @@ from geodino.adapter import make_adapter
 from geodino.cli.app import TileBar, app, console, err_console, guard
 from geodino.engine import EncodeOptions, check_outputs, encode_scene, estimate_memory, make_plan
 from geodino.errors import WeightsError
-from geodino.features import FeatureExtractor
+from geodino.features import FeatureExtractor, check_precision, parse_layers, resolve_device
 from geodino.models import build_model, get_spec
 from geodino.models.multiband import BandMixer
 from geodino.models.vit import DinoVisionTransformer
@@ -71,6 +71,7 @@ def encode_cmd(
     spec = get_spec(model)
     make_plan(scene, options, spec.patch_size)
     check_outputs(out, options)
+    resolve_device(device), check_precision(precision), parse_layers(layers)
     band_mixer = BandMixer.load(mixer) if mixer is not None else None
     adapter = make_adapter(scene, band_mixer.n_bands if band_mixer else spec.arch.in_chans, sensor, bands)
     net = _model(model, weights)
