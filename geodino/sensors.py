@@ -7,6 +7,7 @@ Presets are YAML files in ``configs/sensors/`` (one per sensor; the directory ca
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,9 +63,13 @@ class SensorPreset:
 
 
 def sensors_dir() -> Path:
-    """Where the preset YAML files live: ``$GEODINO_SENSORS`` or the project's ``configs/sensors``."""
+    """Where the preset YAML files live: ``$GEODINO_SENSORS``, the checkout's ``configs/sensors``
+    (editable installs), else ``<prefix>/share/geodino/sensors`` (wheels)."""
     env = os.environ.get("GEODINO_SENSORS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs" / "sensors"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1] / "configs" / "sensors"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "geodino" / "sensors"
 
 
 def _parse(path: Path) -> SensorPreset:

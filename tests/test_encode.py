@@ -166,3 +166,16 @@ def test_peak_memory_hardly_grows_from_a_2048_to_an_8192_scene(tmp_path: Path) -
 
     small, large = measure(2048, tmp_path), measure(8192, tmp_path)
     assert large / small <= 1.25, (small, large)
+
+
+def test_bf16_autocast_runs_and_stays_close_to_fp32(tmp_path: Path) -> None:
+    src = write_scene(tmp_path / "scene.tif", 128, 96)
+    model = build_model("geodino_tiny_mlp", "random")
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        res = encode_scene(src, tmp_path / f"{precision}.tif", FeatureExtractor(model, device="cpu", precision=precision), EncodeOptions())
+        assert res.metadata["precision"] == precision
+        with rasterio.open(res.out) as ds:
+            outs[precision] = ds.read()
+    a, b = outs["fp32"].ravel(), outs["bf16"].ravel()
+    assert not np.array_equal(a, b) and np.corrcoef(a, b)[0, 1] > 0.99

@@ -111,3 +111,17 @@ def test_cells_without_valid_input_are_nodata_and_empty_tiles_are_skipped(tmp_pa
     assert not np.isnan(got[:, ~invalid_cells]).any()
     assert res.skipped == 3 and res.tiles == 9  # the first tile row lies wholly in the nodata half
     assert probe.calls == -(-(res.tiles - res.skipped) // 4)
+
+
+def test_alpha_band_is_a_mask_not_a_band_and_nan_pixels_are_invalid(tmp_path: Path) -> None:
+    rgba = np.concatenate([coordinate_raster(64, 64).astype(np.uint8), np.full((1, 64, 64), 255, np.uint8)])
+    rgba[3, :, :16] = 0  # transparent first column of cells
+    src = write_raster(tmp_path / "rgba.tif", rgba, photometric="RGB", alpha="YES")
+    scene = open_scene(src)
+    assert scene.band_names == ("red", "green", "blue") and scene.has_mask
+    got = encode_probe(src, tmp_path / "a.tif", 32, 0)
+    assert np.isnan(got[:, :, 0]).all() and np.isfinite(got[:, :, 1:]).all()
+    floats = coordinate_raster(48, 48).astype(np.float32)
+    floats[:, 16:32, 16:32] = np.nan  # the centre cell has no data in any band
+    got = encode_probe(write_raster(tmp_path / "f.tif", floats), tmp_path / "f_out.tif", 32, 16)
+    assert np.array_equal(np.isnan(got).all(axis=0), np.array([[False] * 3, [False, True, False], [False] * 3]))
