@@ -98,6 +98,10 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path: Path, scene: 
         assert (tmp_path / "existing.tif").read_bytes() == b"keep me"
 
 
+def test_a_scene_without_an_output_is_one_line(scene: Path) -> None:
+    assert_one_line_error(run("encode", scene, *TINY), "give the scene and the output")
+
+
 def test_a_scene_that_breaks_while_reading_leaves_nothing_behind(tmp_path: Path) -> None:
     src = write_raster(tmp_path / "big.tif", coordinate_raster(512, 512), tiled=True, blockxsize=64, blockysize=64, compress="deflate")
     data = src.read_bytes()

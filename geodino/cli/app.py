@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.text import Text
 
 from geodino.errors import GeodinoError
@@ -49,6 +49,14 @@ class RateColumn(ProgressColumn):
         return Text(f"{rate:.2f} tiles/s" if rate else "- tiles/s", style="progress.data.speed")
 
 
+class ElapsedColumn(ProgressColumn):
+    """Time since the job started (not since the first tile finished)."""
+
+    def render(self, task: Task) -> Text:
+        s = int(task.fields.get("elapsed") or 0)
+        return Text(f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}", style="progress.elapsed")
+
+
 class EtaColumn(ProgressColumn):
     """Time left at the average rate so far."""
 
@@ -71,12 +79,12 @@ class TileBar:
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
-            cols = (TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), RateColumn(), TimeElapsedColumn())
+            cols = (TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), RateColumn(), ElapsedColumn())
             self.bar = Progress(*cols, EtaColumn(), console=err_console)
             self.bar.start()
-            self.task = self.bar.add_task(self.label, total=total, rate=None)
-        rate = done / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.update(self.task, completed=done, total=total, rate=rate)
+            self.task = self.bar.add_task(self.label, total=total, rate=None, elapsed=0)
+        elapsed = time.perf_counter() - self.start
+        self.bar.update(self.task, completed=done, total=total, rate=done / max(elapsed, 1e-9), elapsed=elapsed)
 
     def __enter__(self) -> TileBar:
         self.start = time.perf_counter()

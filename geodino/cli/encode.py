@@ -11,7 +11,7 @@ import typer
 from geodino.adapter import make_adapter
 from geodino.cli.app import TileBar, app, console, err_console, guard
 from geodino.engine import EncodeOptions, check_outputs, encode_scene, estimate_memory, make_plan
-from geodino.errors import WeightsError
+from geodino.errors import InputError, WeightsError
 from geodino.features import FeatureExtractor, check_precision, parse_layers, resolve_device
 from geodino.models import build_model, get_spec
 from geodino.models.multiband import BandMixer
@@ -63,7 +63,7 @@ def encode_cmd(
     """Encode a scene: SCENE... OUT. Tiles on the 16-px patch grid, scene-fixed normalisation, streamed stitching."""
     if out is None:
         if len(paths) < 2:
-            raise typer.BadParameter("give SCENE... OUT (or --out)")
+            raise InputError("give the scene and the output: geodino encode SCENE... OUT (or --out OUT)")
         *paths, last = paths
         out = Path(last)
     options = EncodeOptions(tile, overlap, batch_size, fmt, dtype, pca, tokens, overwrite, sensor, bands, workers)
