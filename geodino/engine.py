@@ -136,47 +136,17 @@ def _encode(
     fgeo = feature_geobox(scene.geobox, plan.patch)
     sampler = CellSampler() if options.pca else None
     tokens = TokenCollector(scene.geobox, plan) if options.tokens else None
-    model_seconds, done, skipped = 0.0, 0, 0
-    n_cols = plan.shape[1]
     with FeatureWriter(out, fgeo, extractor.dim, options.fmt, options.dtype, options.overwrite) as writer:
         stitcher = Stitcher(plan, extractor.dim, writer.write_rows, options.blend_floor)
-        pending: list[TileData] = []
 
-        def flush() -> None:
-            nonlocal model_seconds, done, skipped
-            full = [d for d in pending if not d.empty]
-            outs = None
-            if full:
-                x = torch.from_numpy(np.stack([d.x for d in full]))
-                valid = torch.from_numpy(np.stack([d.valid for d in full]))
-                t0 = time.perf_counter()
-                res = extractor(extractor.normalize(x, valid))
-                model_seconds += time.perf_counter() - t0
-                outs = iter(zip(res.patches.permute(0, 2, 3, 1).numpy(), res.cls, res.storage, strict=True))
-            for d in pending:
-                if d.empty:
-                    skipped += 1
-                else:
-                    feats, cls, storage = next(outs)  # type: ignore[call-overload]
-                    cv = cell_valid(d.valid, plan.patch)
-                    stitcher.add(d.tile, feats, cv)
-                    if sampler is not None:
-                        sampler.add(feats, cv)
-                    if tokens is not None:
-                        tokens.add(d.tile, cls.numpy(), storage.numpy())
-                if d.tile.col == n_cols - 1:
-                    stitcher.finish_row()
-                done += 1
-                if progress:
-                    progress(done, len(plan))
-            pending.clear()
+        def on_tile(d: TileData, out: np.ndarray, cv: np.ndarray, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
+            stitcher.add(d.tile, out, cv)
+            if sampler is not None:
+                sampler.add(out, cv)
+            if tokens is not None and cls is not None and storage is not None:
+                tokens.add(d.tile, cls.numpy(), storage.numpy())
 
-        with SceneReader(scene, adapter) as reader:
-            for data in prefetch(reader.read_tile, plan.tiles(), workers=options.workers, ahead=max(8, 2 * options.batch_size)):
-                pending.append(data)
-                if sum(not d.empty for d in pending) >= options.batch_size:
-                    flush()
-            flush()
+        model_seconds, skipped = stream_tiles(scene, plan, adapter, extractor, options, on_tile, stitcher.finish_row, progress)
         pca = fit_pca(sampler.sample(), options.pca) if sampler is not None and options.pca else None
         meta = run_metadata(scene, plan, adapter, extractor, options, pca, skipped)
         names = band_names(extractor.layers, extractor.embed_dim, options.pca)
@@ -191,6 +161,66 @@ def _encode(
     return EncodeResult(
         path, plan.grid_shape, len(names), len(plan), skipped, time.perf_counter() - t_start, model_seconds, adapter, meta, pca, tokens_out
     )
+
+
+#: ``on_tile(data, out (t, t, C), cell_valid (t, t), cls, storage)`` for each non-empty tile, in plan order.
+TileSink = Callable[[TileData, np.ndarray, np.ndarray, "torch.Tensor | None", "torch.Tensor | None"], None]
+
+
+def stream_tiles(
+    scene: Scene,
+    plan: TilePlan,
+    adapter: BandAdapter,
+    extractor: FeatureExtractor,
+    options: EncodeOptions,
+    on_tile: TileSink,
+    on_row_done: Callable[[], None],
+    progress: Progress | None = None,
+) -> tuple[float, int]:
+    """Read every tile of ``plan`` ahead in threads, run non-empty ones through ``extractor`` in batches,
+    and hand each output to ``on_tile`` in plan order; ``on_row_done`` after each tile row.
+
+    ``extractor`` outputs ``(B, C, T/s, T/s)`` with ``s = extractor.out_stride`` (16: patch grid, 1: pixels).
+    Returns ``(model seconds, tiles skipped as empty)``.
+    """
+    stride = getattr(extractor, "out_stride", plan.patch)
+    n_cols = plan.shape[1]
+    model_seconds, done, skipped = 0.0, 0, 0
+    pending: list[TileData] = []
+
+    def flush() -> None:
+        nonlocal model_seconds, done, skipped
+        full = [d for d in pending if not d.empty]
+        outs = None
+        if full:
+            x = torch.from_numpy(np.stack([d.x for d in full]))
+            valid = torch.from_numpy(np.stack([d.valid for d in full]))
+            t0 = time.perf_counter()
+            res = extractor(extractor.normalize(x, valid))
+            model_seconds += time.perf_counter() - t0
+            cls = res.cls if res.cls is not None else [None] * len(full)
+            storage = res.storage if res.storage is not None else [None] * len(full)
+            outs = iter(zip(res.patches.permute(0, 2, 3, 1).numpy(), cls, storage, strict=True))
+        for d in pending:
+            if d.empty:
+                skipped += 1
+            else:
+                out, cls_i, storage_i = next(outs)  # type: ignore[call-overload]
+                on_tile(d, out, cell_valid(d.valid, stride), cls_i, storage_i)
+            if d.tile.col == n_cols - 1:
+                on_row_done()
+            done += 1
+            if progress:
+                progress(done, len(plan))
+        pending.clear()
+
+    with SceneReader(scene, adapter) as reader:
+        for data in prefetch(reader.read_tile, plan.tiles(), workers=options.workers, ahead=max(8, 2 * options.batch_size)):
+            pending.append(data)
+            if sum(not d.empty for d in pending) >= options.batch_size:
+                flush()
+        flush()
+    return model_seconds, skipped
 
 
 def run_metadata(

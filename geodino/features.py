@@ -52,17 +52,26 @@ def parse_layers(text: str | Sequence[int] | None) -> list[int]:
     return [int(t) for t in text]
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
+    """Autocast to bf16/fp16 on ``device``; nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
 @dataclass
 class Tokens:
     """Outputs of one batch, float32 on the CPU."""
 
-    patches: Tensor  # (B, L*D, t, t)
-    cls: Tensor  # (B, L, D)
-    storage: Tensor  # (B, L, S, D)
+    patches: Tensor  # (B, L*D, t, t), or (B, C, T, T) for pixel-resolution predictors
+    cls: Tensor | None  # (B, L, D)
+    storage: Tensor | None  # (B, L, S, D)
 
 
 class FeatureExtractor:
     """A backbone on its device with a precision and a set of layers; built once, called per batch."""
+
+    out_stride = 16  # one output cell per 16x16-pixel patch
 
     def __init__(
         self,
@@ -91,11 +100,6 @@ class FeatureExtractor:
         """Channels of the stitched feature raster: layers x embed_dim."""
         return len(self.layers) * self.embed_dim
 
-    def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
-
     def normalize(self, x: Tensor, valid: Tensor) -> Tensor:
         """``(B, N, T, T)`` in [0, 1] and ``(B, T, T)`` validity -> model input on the device; invalid pixels -> 0 (the mean)."""
         x = x.to(self.device, non_blocking=True)
@@ -107,7 +111,7 @@ class FeatureExtractor:
 
     def __call__(self, x: Tensor) -> Tokens:
         """Normalised ``(B, 3, T, T)`` on the device -> :class:`Tokens`."""
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             outs = self.model.get_intermediate_layers(x, n=self.layers, reshape=True, return_class_token=True, return_extra_tokens=True)
         patches = torch.cat([o[0] for o in outs], dim=1).float().cpu()
         cls = torch.stack([o[1] for o in outs], dim=1).float().cpu()

@@ -31,17 +31,24 @@ def blend_window(cells: int, floor: float = 0.1) -> np.ndarray:
 class Stitcher:
     """Accumulates ``(t, t, D)`` tile outputs of one tile row at a time and flushes finished rows.
 
-    Add tiles in the plan's row-major order (empty tiles may be skipped), then call :meth:`finish_row`
-    after the last tile of each tile row.
+    ``stride`` is the output's cell size in pixels: the plan's patch (16, feature grid, ``t = tile/16``)
+    or 1 (pixel grid, ``t = tile``; rows stop at the scene's last pixel row). Add tiles in the plan's
+    row-major order (empty tiles may be skipped), then call :meth:`finish_row` after each tile row.
     """
 
-    def __init__(self, plan: TilePlan, dim: int, sink: Sink, floor: float = 0.1) -> None:
+    def __init__(self, plan: TilePlan, dim: int, sink: Sink, floor: float = 0.1, stride: int | None = None) -> None:
         self.plan = plan
         self.dim = dim
         self.sink = sink
-        self.window = blend_window(plan.tile_cells, floor)
-        cols = plan.grid_shape[1]
-        t = plan.tile_cells
+        self.stride = stride = stride or plan.patch
+        if plan.patch % stride:
+            raise ValueError(f"stride {stride} must divide the patch size {plan.patch}")
+        self.scale = plan.patch // stride  # output cells per patch-grid cell
+        self.grid_shape = (-(-plan.height // stride), -(-plan.width // stride))
+        t = plan.tile // stride
+        self.tile_out = t
+        self.window = blend_window(t, floor)
+        cols = self.grid_shape[1]
         # the buffer spans the current tile row's cells, and the last tile column's overhang
         self._acc = np.zeros((t, cols + t, dim), np.float64)
         self._wsum = np.zeros((t, cols + t), np.float64)
@@ -53,18 +60,18 @@ class Stitcher:
         """Blend one tile: ``out`` ``(t, t, D)`` features, ``cell_valid`` ``(t, t)`` bool."""
         if tile.row != self._tile_row:
             raise ValueError(f"tile row {tile.row} added while row {self._tile_row} is open: call finish_row first")
-        r = tile.cell_row - self._base
-        c = tile.cell_col
-        t = self.plan.tile_cells
+        r = tile.cell_row * self.scale - self._base
+        c = tile.cell_col * self.scale
+        t = self.tile_out
         w = self.window * cell_valid
         self._acc[r : r + t, c : c + t] += out * w[:, :, None]
         self._wsum[r : r + t, c : c + t] += w
 
     def finish_row(self) -> None:
         """Flush the rows no later tile touches and slide the buffer down to the next tile row."""
-        done = self.plan.rows_done_after(self._tile_row)
+        done = min(self.plan.rows_done_after(self._tile_row) * self.scale, self.grid_shape[0])
         n = done - self._base
-        cols = self.plan.grid_shape[1]
+        cols = self.grid_shape[1]
         if n > 0:
             acc, wsum = self._acc[:n, :cols], self._wsum[:n, :cols]
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -82,4 +89,4 @@ class Stitcher:
 
     @property
     def done(self) -> bool:
-        return self.rows_written >= self.plan.grid_shape[0]
+        return self.rows_written >= self.grid_shape[0]

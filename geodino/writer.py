@@ -24,7 +24,7 @@ from rasterio.enums import Resampling
 from geodino.errors import InputError
 
 FORMATS = ("cog", "zarr")
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "uint8")
 #: GDAL block cache while finishing: bounded so memory does not grow with the scene.
 GDAL_CACHE_MB = 64
 #: ``project(block (rows, cols, D)) -> (rows, cols, K)`` applied while finishing (PCA).
@@ -32,6 +32,7 @@ Projection = Callable[[np.ndarray], np.ndarray]
 
 
 BLOCK = 128
+NODATA_CLASS = 255
 
 
 def overview_factors(height: int, width: int, block: int = BLOCK) -> list[int]:
@@ -81,17 +82,21 @@ class FeatureWriter:
             raise InputError(f"--dtype {dtype!r}: use float32 or float16")
         self.out = check_output(out, fmt, overwrite)
         self.geobox, self.dim, self.fmt, self.dtype = geobox, dim, fmt, dtype
+        self.classes = dtype == "uint8"  # class rasters: nodata 255, nearest/mode resampling
+        self.disk_dtype = "uint8" if self.classes else "float32"
+        self.nodata = NODATA_CLASS if self.classes else float("nan")
         stem = f".{self.out.name}.geodino-{os.getpid()}"
         self.tmp_rows = self.out.with_name(stem + ".rows.tif")
         self.tmp_proj = self.out.with_name(stem + ".proj.tif")
         self.tmp_out = self.out.with_name(stem + ".part")
+        self._extra: list[Path] = []
         self._rows = self._open_rows(self.tmp_rows, dim)
 
     def _open_rows(self, path: Path, count: int) -> rasterio.io.DatasetWriter:
         h, w = self.geobox.shape.yx
         return rasterio.open(
-            path, "w", driver="GTiff", height=h, width=w, count=count, dtype="float32", crs=self.geobox.crs.to_wkt(),
-            transform=self.geobox.affine, nodata=float("nan"), tiled=True, blockxsize=BLOCK, blockysize=BLOCK,
+            path, "w", driver="GTiff", height=h, width=w, count=count, dtype=self.disk_dtype, crs=self.geobox.crs.to_wkt(),
+            transform=self.geobox.affine, nodata=self.nodata, tiled=True, blockxsize=BLOCK, blockysize=BLOCK,
             interleave="band", BIGTIFF="IF_SAFER",
         )  # fmt: skip
 
@@ -105,7 +110,7 @@ class FeatureWriter:
         """float32, rounded to nearest float16 when writing half floats (GDAL's NBITS=16 would truncate)."""
         if self.dtype == "float16":
             return block.astype(np.float16).astype(np.float32)
-        return block.astype(np.float32, copy=False)
+        return block.astype(self.disk_dtype, copy=False)
 
     def _project(self, project: Projection, k: int) -> Path:
         self._rows.close()
@@ -117,8 +122,16 @@ class FeatureWriter:
                 dst.write(np.ascontiguousarray(self._round(project(block)).transpose(2, 0, 1)), window=win)
         return self.tmp_proj
 
-    def finish(self, metadata: dict[str, object], band_names: Sequence[str], project: Projection | None = None) -> Path:
-        """Write the final COG or Zarr with ``metadata`` and band names, then move it to ``out``."""
+    def finish(
+        self,
+        metadata: dict[str, object],
+        band_names: Sequence[str],
+        project: Projection | None = None,
+        colormap: dict[int, tuple[int, int, int, int]] | None = None,
+        resolution: float | None = None,
+    ) -> Path:
+        """Write the final COG or Zarr with ``metadata``, band names and an optional colour table, then move it
+        to ``out``. ``resolution`` (COG only): resample to that coarser pixel size by area mean."""
         if project is not None:
             src = self._project(project, len(band_names))
         else:
@@ -127,8 +140,12 @@ class FeatureWriter:
         with rasterio.open(src, "r+") as ds:
             ds.descriptions = tuple(band_names)
             ds.update_tags(**flat_tags(metadata))
+            if colormap:
+                ds.write_colormap(1, colormap)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-            if self.fmt == "cog":
+            if self.fmt == "cog" and resolution:
+                self._to_coarse_cog(src, resolution)
+            elif self.fmt == "cog":
                 self._to_cog(src)
             else:
                 self._to_zarr(src, metadata, band_names)
@@ -143,13 +160,39 @@ class FeatureWriter:
         factors = overview_factors(*self.geobox.shape.yx, BLOCK)
         if factors:
             with rasterio.open(src, "r+") as ds:
-                ds.build_overviews(factors, Resampling.average)
-        opts = {"COMPRESS": "ZSTD", "LEVEL": "1", "PREDICTOR": "3", "BLOCKSIZE": str(BLOCK), "INTERLEAVE": "BAND", "RESAMPLING": "AVERAGE"}
+                ds.build_overviews(factors, Resampling.mode if self.classes else Resampling.average)
+        opts = self._cog_options()
         opts["OVERVIEWS"] = "FORCE_USE_EXISTING" if factors else "NONE"
+        rasterio.shutil.copy(src, self.tmp_out, driver="COG", **opts)
+
+    def _cog_options(self) -> dict[str, str]:
+        opts = {"COMPRESS": "ZSTD", "LEVEL": "1", "PREDICTOR": "2" if self.classes else "3", "BLOCKSIZE": str(BLOCK)}
+        opts |= {"RESAMPLING": "MODE" if self.classes else "AVERAGE", "BIGTIFF": "IF_SAFER"}
         if self.dtype == "float16":
             opts["NBITS"] = "16"  # half floats in a Float32 GeoTIFF: GDAL and QGIS read them as float32
-        opts["BIGTIFF"] = "IF_SAFER"
-        rasterio.shutil.copy(src, self.tmp_out, driver="COG", **opts)
+        return opts
+
+    def _to_coarse_cog(self, src: Path, resolution: float) -> None:
+        """Area-mean (class rasters: mode) resampling to ``resolution`` map units, same CRS and origin."""
+        from affine import Affine
+        from rasterio.vrt import WarpedVRT
+
+        a = self.geobox.affine
+        if resolution < abs(a.a) or resolution < abs(a.e):
+            raise InputError(f"--resolution {resolution:g} is finer than the scene's pixels ({abs(a.a):g} x {abs(a.e):g})")
+        h, w = self.geobox.shape.yx
+        width, height = max(1, round(w * abs(a.a) / resolution)), max(1, round(h * abs(a.e) / resolution))
+        transform = Affine(resolution, 0.0, a.c, 0.0, -resolution, a.f)
+        method = Resampling.mode if self.classes else Resampling.average
+        coarse = self.tmp_proj if src != self.tmp_proj else self.tmp_rows.with_suffix(".coarse.tif")
+        self._extra.append(coarse)
+        with rasterio.open(src) as ds, WarpedVRT(ds, crs=ds.crs, transform=transform, width=width, height=height, resampling=method) as vrt:
+            rasterio.shutil.copy(vrt, coarse, driver="GTiff", TILED="YES", BLOCKXSIZE=str(BLOCK), BLOCKYSIZE=str(BLOCK))
+            descriptions, tags = ds.descriptions, ds.tags()
+        with rasterio.open(coarse, "r+") as out:  # the warp carries neither band descriptions nor tags
+            out.descriptions = descriptions
+            out.update_tags(**tags)
+        rasterio.shutil.copy(coarse, self.tmp_out, driver="COG", **self._cog_options(), OVERVIEWS="AUTO")
 
     def _to_zarr(self, src: Path, metadata: dict[str, object], band_names: Sequence[str]) -> None:
         import rioxarray  # noqa: F401  (registers .rio)
@@ -165,7 +208,7 @@ class FeatureWriter:
         ds.to_zarr(self.tmp_out, mode="w", consolidated=True, zarr_format=2)
 
     def _cleanup(self) -> None:
-        for p in (self.tmp_rows, self.tmp_proj, self.tmp_out):
+        for p in (self.tmp_rows, self.tmp_proj, self.tmp_out, *self._extra):
             remove_path(p)
 
     def abort(self) -> None:

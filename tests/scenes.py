@@ -80,3 +80,48 @@ def expected_probe(unit: np.ndarray) -> np.ndarray:
     padded = np.zeros((c, hp, wp), np.float32)
     padded[:, :h, :w] = unit
     return np.concatenate([padded[:, ::16, ::16], padded[:, 8::16, 8::16]])
+
+
+class IdentitySpec:
+    """A spec whose normalisation leaves the [0, 1] adapter output as it is."""
+
+    name = "identity"
+    mean = (0.0, 0.0, 0.0)
+    std = (1.0, 1.0, 1.0)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class PixelProbe(torch.nn.Module):
+    """Stand-in canopy-height model: the height of a pixel is 10 x its first input band (pixel-local)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spec = IdentitySpec()
+        self.weights_info = {"random": True, "head": "pixel-probe"}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 10.0 * x[:, :1]
+
+
+class ColourProbe:
+    """Stand-in backbone for land cover: each patch's features are its mean colour, ``(B, 3, T/16, T/16)``."""
+
+    patch = 16
+    layers: ClassVar[list[int]] = [0]
+    embed_dim = dim = in_bands = 3
+    out_stride = 16
+
+    def __init__(self) -> None:
+        self.spec = IdentitySpec()
+        self.device = torch.device("cpu")
+
+    def normalize(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return x * valid[:, None]
+
+    def __call__(self, x: torch.Tensor) -> Tokens:
+        return Tokens(torch.nn.functional.avg_pool2d(x, 16), None, None)
+
+    def describe(self) -> dict[str, object]:
+        return {"model": "colour-probe", "weights": "random", "weights_sha256": "random", "random_weights": True, "layers": self.layers}

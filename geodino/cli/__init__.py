@@ -1,6 +1,6 @@
 """Command-line interface: a thin layer over library functions (one module per command group)."""
 
-from geodino.cli import demo, encode, models  # noqa: F401  (registers the commands)
+from geodino.cli import demo, encode, models, predict  # noqa: F401  (registers the commands)
 from geodino.cli.app import app
 
 

@@ -16,6 +16,7 @@ the extra bands zero weights), so nothing changes until they are trained. Limits
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,8 +61,8 @@ class BandMixer(nn.Module):
             blob = torch.load(path, map_location="cpu", weights_only=True)
             mixer = cls(int(blob["n_bands"]), band_names=blob["band_names"])
             mixer.load_state_dict(blob["state_dict"])
-        except (OSError, KeyError, RuntimeError, TypeError) as exc:
-            raise InputError(f"{path} is not a band mixer saved by geodino: {exc}") from None
+        except (OSError, KeyError, RuntimeError, TypeError, pickle.UnpicklingError, EOFError) as exc:
+            raise InputError(f"{path} is not a band mixer saved by geodino ({type(exc).__name__})") from None
         return mixer.eval()
 
 

@@ -1,0 +1,180 @@
+"""``canopy-height``, ``train-head`` and ``land-cover``: prediction rasters from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geodino.adapter import make_adapter
+from geodino.cli.app import TileBar, app, console, err_console, guard
+from geodino.cli.encode import BandsOpt, SensorOpt, _model
+from geodino.engine import EncodeOptions, make_plan
+from geodino.errors import InputError
+from geodino.features import FeatureExtractor, check_precision, resolve_device
+from geodino.labels import load_labels
+from geodino.landcover import colormap, load_head, save_head, train_head
+from geodino.predict import CanopyPredictor, LandCoverPredictor, check_resolution, predict_scene
+from geodino.scene import open_scene
+from geodino.writer import check_output, remove_path
+
+Tile = Annotated[int, typer.Option(help="tile side in pixels, a multiple of 16")]
+Overlap = Annotated[int, typer.Option(help="overlap in pixels, a multiple of 16")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")]
+Precision = Annotated[str, typer.Option(help="fp32, bf16 or fp16")]
+
+
+def _random_note(random: bool) -> None:
+    if random:
+        err_console.print("[yellow]geodino: using RANDOM weights: the predictions carry no meaning[/]")
+
+
+@app.command("canopy-height")
+@guard
+def canopy_height_cmd(
+    scene: Annotated[str, typer.Argument(help="RGB scene (e.g. NEON, NAIP, Maxar)")],
+    out: Annotated[Path, typer.Argument(help="output COG, float32 metres")],
+    head: Annotated[str, typer.Option(help="canopy-height head spec")] = "dinov3_vitl16_chmv2",
+    weights: Annotated[str | None, typer.Option(help="head .pth, HF folder, or 'random' (default: search)")] = None,
+    backbone_weights: Annotated[str | None, typer.Option(help="backbone weights for a Meta head file")] = None,
+    sensor: SensorOpt = None,
+    bands: BandsOpt = None,
+    tile: Tile = 512,
+    overlap: Overlap = 64,
+    batch_size: int = 2,
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    resolution: Annotated[float | None, typer.Option(help="write at this coarser pixel size (map units), area mean")] = None,
+    reference: Annotated[Path | None, typer.Option(help="lidar CHM to evaluate against (any grid and CRS)")] = None,
+    overwrite: bool = False,
+) -> None:
+    """Canopy height in metres with the CHMv2 head, as a COG; optionally evaluated against a reference CHM."""
+    from geodino.heads.chmv2 import build_canopy_model
+    from geodino.metrics import evaluate_height
+
+    options = EncodeOptions(tile, overlap, batch_size, overwrite=overwrite, sensor=sensor, bands=bands)
+    s = open_scene(scene)
+    make_plan(s, options)
+    check_output(out, "cog", overwrite)
+    check_resolution(resolution)
+    resolve_device(device), check_precision(precision)
+    report = out.with_suffix(".eval.json")
+    if reference is not None and not reference.exists():
+        raise InputError(f"reference not found: {reference}")
+    adapter = make_adapter(s, 3, sensor, bands)
+    model = build_canopy_model(head, weights, backbone_weights)
+    predictor = CanopyPredictor(model, device, precision)
+    _random_note(bool(predictor.describe()["random_weights"]))
+    with TileBar() as progress:
+        res = predict_scene(s, out, predictor, options, "canopy_height", progress, adapter, resolution)
+    console.print(f"wrote {res.out}: canopy height (m), {s.shape[1]}x{s.shape[0]} px, {s.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
+    if reference is not None:
+        try:
+            ev = evaluate_height(res.out, reference, report)
+        except BaseException:
+            remove_path(res.out)
+            raise
+        figures = f"MAE {ev['mae']:.3f} m, RMSE {ev['rmse']:.3f} m, bias {ev['bias']:+.3f} m, R2 {ev['r2']:.3f}"
+        console.print(f"vs {reference}: {figures} ({ev['n']} px) -> {report}")
+
+
+@app.command("train-head")
+@guard
+def train_head_cmd(
+    scene: Annotated[
+        list[str], typer.Argument(help="SCENE... LABELS: scene raster(s), then polygons (any vector format/CRS) or a label raster")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="head file to write (.pt)")],
+    class_column: Annotated[
+        str | None, typer.Option(help="attribute holding the class (default: class/label/..., or the only column)")
+    ] = None,
+    model: Annotated[str, typer.Option(help="backbone spec")] = "dinov3_vitl16_sat493m",
+    weights: Annotated[str | None, typer.Option(help="backbone weights or 'random'")] = None,
+    layers: Annotated[str, typer.Option(help="blocks whose features are concatenated")] = "-4,-3,-2,-1",
+    sensor: SensorOpt = None,
+    bands: BandsOpt = None,
+    tile: Tile = 512,
+    overlap: Overlap = 64,
+    epochs: int = 300,
+    device: Device = "auto",
+    overwrite: bool = False,
+) -> None:
+    """Train a linear land-cover head (BatchNorm + 1x1 conv) on frozen features from labelled polygons or a label raster."""
+    if len(scene) < 2:
+        raise InputError("give the scene and the labels: geodino train-head SCENE... LABELS --out HEAD")
+    *scene, labels = scene
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists: pass --overwrite to replace it")
+    options = EncodeOptions(tile, overlap, 4, sensor=sensor, bands=bands)
+    s = open_scene(scene)
+    make_plan(s, options)
+    lab = load_labels(s, Path(labels), class_column)
+    resolve_device(device)
+    extractor = FeatureExtractor(_model(model, weights), layers, device)
+    _random_note(bool(extractor.describe()["random_weights"]))
+    with TileBar("features") as progress:
+        res = train_head(s, lab, extractor, options, epochs=epochs, progress=progress)
+    path = save_head(out, res.head, res.info)
+    metrics = res.info["metrics"]
+    (json_path := out.with_suffix(".metrics.json")).write_text(json.dumps(metrics, indent=2))
+    m = metrics["validation"] or metrics["train"]  # type: ignore[index]
+    which = "validation" if metrics["validation"] else "training (no held-out block)"  # type: ignore[index]
+    console.print(f"wrote {path}: {lab.n_classes} classes ({', '.join(lab.names)}), loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}")
+    ious = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in m["iou"].items())  # type: ignore[index]
+    console.print(f"{which}: OA {m['overall_accuracy']:.3f}, mIoU {m['miou']:.3f}, IoU {ious}; {metrics['split']} -> {json_path}")  # type: ignore[index]
+
+
+@app.command("land-cover")
+@guard
+def land_cover_cmd(
+    scene: Annotated[list[str], typer.Argument(help="SCENE... OUT: scene raster(s), then the output COG")],
+    head: Annotated[Path, typer.Option("--head", help="head file from train-head")],
+    weights: Annotated[str | None, typer.Option(help="backbone weights or 'random' (must match the head's)")] = None,
+    probabilities: Annotated[Path | None, typer.Option(help="also write class probabilities (float32 COG)")] = None,
+    vector: Annotated[Path | None, typer.Option(help="also write the classes as polygons (.gpkg)")] = None,
+    sensor: SensorOpt = None,
+    bands: BandsOpt = None,
+    tile: Tile = 512,
+    overlap: Overlap = 64,
+    batch_size: int = 4,
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    overwrite: bool = False,
+) -> None:
+    """Land-cover classes (uint8 COG with a colour table, nodata 255) from a trained head."""
+    from geodino.vectorize import polygonize
+
+    if len(scene) < 2:
+        raise InputError("give the scene and the output: geodino land-cover SCENE... OUT --head HEAD")
+    *paths, target = scene
+    out = Path(target)
+    options = EncodeOptions(tile, overlap, batch_size, overwrite=overwrite, sensor=sensor, bands=bands)
+    s = open_scene(paths)
+    make_plan(s, options)
+    check_output(out, "cog", overwrite)
+    if vector is not None and vector.exists() and not overwrite:
+        raise InputError(f"{vector} exists: pass --overwrite to replace it")
+    lc_head, info = load_head(head)
+    resolve_device(device), check_precision(precision)
+    adapter = make_adapter(s, 3, sensor, bands)
+    extractor = FeatureExtractor(_model(str(info["model"]), weights), info["layers"], device, precision)  # type: ignore[arg-type]
+    if extractor.dim != lc_head.bn.num_features:
+        raise InputError(f"{head} expects {lc_head.bn.num_features} feature channels, the backbone gives {extractor.dim}")
+    _random_note(bool(extractor.describe()["random_weights"]))
+    predictor = LandCoverPredictor(extractor, lc_head, {k: v for k, v in info.items() if k not in ("metrics",)})
+    names = [str(n) for n in info["names"]]  # type: ignore[union-attr]
+    with TileBar() as progress:
+        res = predict_scene(s, out, predictor, options, "land_cover", progress, adapter, None, probabilities, colormap(len(names)), names)
+    console.print(f"wrote {res.out}: {len(names)} classes ({', '.join(names)}), {s.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
+    if vector is not None:
+        try:
+            n = polygonize(res.out, vector, names)
+        except BaseException:
+            for p in (res.out, *res.extra.values()):
+                remove_path(Path(p))
+            raise
+        console.print(f"wrote {vector}: {n} polygons")
+    for p in res.extra.values():
+        console.print(f"wrote {p}: class probabilities")

@@ -1,0 +1,176 @@
+"""Land cover from frozen DINOv3 features: a linear head (BatchNorm + 1x1 conv) trained on labelled pixels.
+
+Recipe of the DINOv2 linear segmentation probe: features of the last blocks concatenated, BatchNorm,
+a 1x1 convolution to class logits on the patch grid, logits upsampled bilinearly to pixels. Training
+uses the same upsampling: the features are interpolated (bilinear, as ``F.interpolate(...,
+align_corners=False)``) at labelled pixel centres, which for an affine head equals upsampling logits.
+The split is spatial: blocks of ``block`` pixels go wholly to training or to validation.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from geodino.engine import EncodeOptions, Progress, encode_scene
+from geodino.errors import InputError
+from geodino.features import FeatureExtractor
+from geodino.labels import Labels
+from geodino.metrics import classification_metrics
+from geodino.scene import Scene
+
+HEAD_FORMAT = "geodino-landcover-head/1"
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194),
+           (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # fmt: skip
+
+
+class LinearHead(nn.Module):
+    """``(B, D, h, w)`` features -> ``(B, C, h, w)`` logits: BatchNorm2d then a 1x1 convolution."""
+
+    def __init__(self, dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.bn = nn.BatchNorm2d(dim)
+        self.conv = nn.Conv2d(dim, n_classes, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.bn(x))
+
+
+def colormap(n: int) -> dict[int, tuple[int, int, int, int]]:
+    """GDAL colour table entries for classes ``0..n-1`` (255, nodata, is transparent)."""
+    return {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(n)} | {255: (0, 0, 0, 0)}
+
+
+def pixel_features(features: Tensor, rows: np.ndarray, cols: np.ndarray, patch: int = 16) -> Tensor:
+    """``(D, h, w)`` patch-grid features -> ``(N, D)`` bilinearly interpolated at pixel centres ``(rows, cols)``."""
+    _, h, w = features.shape
+    x = (2 * (cols + 0.5) / (patch * w)) - 1  # grid_sample's align_corners=False maps this to (c + 0.5)/16 - 0.5
+    y = (2 * (rows + 0.5) / (patch * h)) - 1
+    grid = torch.tensor(np.stack([x, y], -1), dtype=torch.float32)[None, None]  # (1, 1, N, 2)
+    out = F.grid_sample(features[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0, :, 0].T  # (N, D)
+
+
+def spatial_split(rows: np.ndarray, cols: np.ndarray, block: int, val_fraction: float, seed: int) -> np.ndarray:
+    """Boolean validation mask: whole ``block x block`` pixel blocks drawn at random until ``val_fraction`` of the pixels."""
+    ids = (rows // block) * 1_000_003 + cols // block
+    blocks, counts = np.unique(ids, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(blocks))
+    chosen, total = [], 0
+    for i in order[:-1] if len(blocks) > 1 else []:  # at least one block stays for training
+        if total >= val_fraction * len(rows):
+            break
+        chosen.append(blocks[i])
+        total += counts[i]
+    return np.isin(ids, chosen)
+
+
+@dataclass
+class TrainResult:
+    head: LinearHead
+    info: dict[str, object]
+    losses: list[float]
+
+
+def train_head(
+    scene: Scene,
+    labels: Labels,
+    extractor: FeatureExtractor,
+    options: EncodeOptions = EncodeOptions(),
+    epochs: int = 300,
+    lr: float = 1e-2,
+    max_pixels: int = 50_000,
+    block: int = 64,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Encode ``scene`` (streamed to a temporary feature raster), then fit a :class:`LinearHead` on labelled pixels."""
+    with tempfile.TemporaryDirectory(prefix="geodino-train-") as tmp:
+        enc = encode_scene(scene, Path(tmp) / "features.tif", extractor, EncodeOptions(**{**options.__dict__, "overwrite": True}), progress)
+        with rasterio.open(enc.out) as ds:
+            feats = torch.from_numpy(np.nan_to_num(ds.read()))  # (D, h, w)
+    rows, cols = np.nonzero(labels.pixels >= 0)
+    rng = np.random.default_rng(seed)
+    if len(rows) > max_pixels:
+        keep = np.sort(rng.choice(len(rows), max_pixels, replace=False))
+        rows, cols = rows[keep], cols[keep]
+    y = torch.from_numpy(labels.pixels[rows, cols].astype(np.int64))
+    x = pixel_features(feats, rows, cols, extractor.patch)[:, :, None, None]  # (N, D, 1, 1)
+    val = spatial_split(rows, cols, block, val_fraction, seed)
+    train_idx, val_idx = np.flatnonzero(~val), np.flatnonzero(val)
+    if len(np.unique(y[train_idx].numpy())) < 2:
+        raise InputError("after the spatial split the training part holds a single class: add labels in more places")
+    torch.manual_seed(seed)
+    head = LinearHead(x.shape[1], labels.n_classes)
+    counts = torch.bincount(y[train_idx], minlength=labels.n_classes).float()
+    weight = torch.where(counts > 0, counts.sum() / (counts.clamp(min=1) * (counts > 0).sum()), torch.zeros_like(counts))
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    losses = []
+    head.train()
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x[train_idx])[:, :, 0, 0], y[train_idx], weight=weight)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    head.eval()
+    with torch.no_grad():
+        pred = head(x)[:, :, 0, 0].argmax(1).numpy()
+    names = list(labels.names)
+    truth = y.numpy()
+    metrics = {
+        "train": classification_metrics(pred[train_idx], truth[train_idx], labels.n_classes, names),
+        "validation": classification_metrics(pred[val_idx], truth[val_idx], labels.n_classes, names) if len(val_idx) else None,
+        "split": f"spatial blocks of {block} px, {len(train_idx)} training and {len(val_idx)} validation pixels",
+    }
+    info = {
+        "format": HEAD_FORMAT,
+        "classes": [v if isinstance(v, (int, float, str)) else str(v) for v in labels.values],
+        "names": names,
+        "colours": [list(PALETTE[i % len(PALETTE)]) for i in range(labels.n_classes)],
+        "labels": labels.source,
+        "class_column": labels.column,
+        **{
+            k: v
+            for k, v in extractor.describe().items()
+            if k in ("model", "weights", "weights_sha256", "random_weights", "layers", "mean", "std")
+        },
+        "adapter": enc.adapter.record(),
+        "metrics": metrics,
+        "loss_first_last": [losses[0], losses[-1]],
+        "epochs": epochs,
+    }
+    return TrainResult(head, info, losses)
+
+
+def save_head(path: str | Path, head: LinearHead, info: dict[str, object]) -> Path:
+    """Write the head and its record (classes, names, colours, backbone, layers, normalisation, adapter, metrics)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save({"info": info, "dim": head.bn.num_features, "state_dict": head.state_dict()}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_head(path: str | Path) -> tuple[LinearHead, dict[str, object]]:
+    """Read a head written by :func:`save_head` (weights-only unpickling)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        info = blob["info"]
+        if info.get("format") != HEAD_FORMAT:
+            raise KeyError("format")
+        head = LinearHead(int(blob["dim"]), len(info["classes"]))
+        head.load_state_dict(blob["state_dict"])
+    except (OSError, KeyError, RuntimeError, TypeError, AttributeError, pickle.UnpicklingError, EOFError) as exc:
+        raise InputError(f"{path} is not a land-cover head written by geodino train-head ({type(exc).__name__})") from None
+    return head.eval(), info
