@@ -44,7 +44,7 @@ def load_batches(scene_path: Path, extractor: FeatureExtractor, options: EncodeO
     """The engine's plan and adapter; every non-empty tile read into memory, grouped ``batch_size`` per batch."""
     scene = open_scene(scene_path)
     plan = make_plan(scene, options, extractor.patch)
-    adapter = make_adapter(scene, extractor.spec.arch.in_chans if extractor.spec else 3, options.sensor, options.bands)
+    adapter = make_adapter(scene, getattr(extractor, "in_bands", 3), options.sensor, options.bands)
     with SceneReader(scene, adapter) as reader:
         full = [d for d in map(reader.read_tile, plan.tiles()) if not d.empty]
     groups = [full[i : i + options.batch_size] for i in range(0, len(full), options.batch_size)]

@@ -1,0 +1,320 @@
+"""CHMv2 canopy height: head specs, the backbone + DPT decoder model, and loading and saving its weights.
+
+A :class:`HeadSpec` owns the head's preprocessing contract (CHMv2's own mean/std, which differ from
+the SAT backbone's in the red mean) and its provenance; the backbone comes from its own
+:class:`~geodino.models.WeightsSpec`. Tensor contract of :class:`CanopyHeightModel`:
+``(B, 3, H, W)`` normalised, ``H`` and ``W`` multiples of 16 -> ``(B, 1, H, W)`` metres.
+
+Weights: Meta ships the head alone (``dinov3_vitl16_chmv2_dpt_head-3703d643.pth``, loaded strictly
+into the decoder) next to the SAT-493M backbone file; Hugging Face ships both in one folder
+(``facebook/dinov3-vitl16-chmv2-dpt-head``). :func:`build_canopy_model` reads either.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from geodino.errors import InputError, SpecError, WeightsError
+from geodino.heads.chmv2_keys import (
+    HF_BACKBONE_PREFIX,
+    check_head_fit,
+    check_hf_config,
+    has_hf_backbone,
+    head_hf_to_meta,
+    head_meta_to_hf,
+    hf_chmv2_config,
+    is_hf_head,
+)
+from geodino.heads.dpt import DPTConfig, DPTDecoder, bins_to_metres, mixlog_bins
+from geodino.models.checkpoint import check_fit, complete_state_dict, read_checkpoint, to_meta_layout, verify_hash
+from geodino.models.keymap import meta_to_hf
+from geodino.models.loader import RANDOM, WeightsInfo, build_model, official_spec_of
+from geodino.models.specs import DINOV3_LICENCE, REGISTRY, SAT493M_MEAN, SAT493M_STD, ArchSpec, WeightsSpec, get_spec
+from geodino.models.store import find_weights
+from geodino.models.vit import DinoVisionTransformer
+
+#: CHMv2 normalisation (Meta's CHMv2 notebook, transformers' CHMv2 image processor): red mean 0.420, not 0.430.
+CHMV2_MEAN = (0.420, 0.411, 0.296)
+CHMV2_STD = SAT493M_STD
+_HEAD_URL = "https://dl.fbaipublicfiles.com/dinov3/chmv2/{file}"
+
+#: Backbones only heads use. The tiny head needs four distinct blocks (Hugging Face refuses repeated
+#: ``out_indices``), one more than ``geodino_tiny_mlp`` has.
+EXTRA_BACKBONES: dict[str, WeightsSpec] = {
+    "geodino_tiny_mlp4": WeightsSpec(
+        name="geodino_tiny_mlp4",
+        arch_name="tiny_mlp4",
+        arch=ArchSpec(64, 4, 4, "mlp", 4.0),
+        dataset="random",
+        mean=SAT493M_MEAN,
+        std=SAT493M_STD,
+        licence="none (random weights)",
+        description="tiny 4-block test backbone of geodino_tiny_chmv2, random weights only",
+        random_only=True,
+    )
+}
+
+
+def resolve_backbone(name: str) -> WeightsSpec:
+    """The backbone spec a head names: the models registry first, then :data:`EXTRA_BACKBONES`."""
+    if name in REGISTRY or name not in EXTRA_BACKBONES:
+        return get_spec(name)
+    return EXTRA_BACKBONES[name]
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A canopy-height head: its backbone and blocks, decoder sizes, normalisation, height range, provenance."""
+
+    name: str
+    backbone: str  # backbone spec name
+    layers: tuple[int, int, int, int]  # 0-based backbone blocks feeding the decoder
+    decoder: DPTConfig
+    mean: tuple[float, ...] = CHMV2_MEAN
+    std: tuple[float, ...] = CHMV2_STD
+    min_depth: float = 0.001
+    max_depth: float = 96.0
+    hash_prefix: str | None = None
+    hf_repo: str | None = None
+    licence: str = DINOV3_LICENCE
+    description: str = ""
+    random_only: bool = False
+
+    def __post_init__(self) -> None:
+        arch = self.backbone_spec.arch
+        if self.decoder.embed_dim != arch.embed_dim:
+            raise ValueError(f"{self.name}: decoder embed_dim {self.decoder.embed_dim} != backbone {arch.embed_dim}")
+        if len(set(self.layers)) != 4 or not all(0 <= i < arch.depth for i in self.layers):
+            raise ValueError(f"{self.name}: layers must be 4 distinct blocks in [0, {arch.depth}), got {self.layers}")
+
+    @property
+    def backbone_spec(self) -> WeightsSpec:
+        return resolve_backbone(self.backbone)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.decoder.embed_dim
+
+    @property
+    def n_bins(self) -> int:
+        return self.decoder.n_bins
+
+    @property
+    def patch_size(self) -> int:
+        return self.backbone_spec.patch_size
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return self.backbone_spec.bands
+
+    @property
+    def file_stem(self) -> str:
+        """Official head file name without the hash, e.g. ``dinov3_vitl16_chmv2_dpt_head``."""
+        return f"{self.name}_dpt_head"
+
+    @property
+    def file_name(self) -> str | None:
+        """Official head file name (``<stem>-<hash>.pth``), None for random-only specs."""
+        return f"{self.file_stem}-{self.hash_prefix}.pth" if self.hash_prefix else None
+
+    @property
+    def url_hint(self) -> str | None:
+        return _HEAD_URL.format(file=self.file_name) if self.file_name else None
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` reflectance-like values in [0, 1] -> the model's input, ``(x - mean) / std``."""
+        from kornia.enhance import normalize
+
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)
+        return normalize(x, mean, std)
+
+
+HEADS: dict[str, HeadSpec] = {
+    "dinov3_vitl16_chmv2": HeadSpec(
+        name="dinov3_vitl16_chmv2",
+        backbone="dinov3_vitl16_sat493m",
+        layers=(5, 11, 17, 23),
+        decoder=DPTConfig(),
+        hash_prefix="3703d643",
+        hf_repo="facebook/dinov3-vitl16-chmv2-dpt-head",
+        description="CHMv2 canopy height in metres (0-96 m): DPT head on the SAT-493M ViT-L",
+    ),
+    "geodino_tiny_chmv2": HeadSpec(
+        name="geodino_tiny_chmv2",
+        backbone="geodino_tiny_mlp4",
+        layers=(0, 1, 2, 3),
+        decoder=DPTConfig(embed_dim=64, post_process_channels=(8, 16, 32, 64), channels=32, n_hidden_channels=16, n_bins=32),
+        licence="none (random weights)",
+        description="tiny test head, random weights only (CHMv2 normalisation and height range)",
+        random_only=True,
+    ),
+}
+
+
+def list_heads() -> list[str]:
+    return sorted(HEADS)
+
+
+def get_head(name: str | HeadSpec) -> HeadSpec:
+    """Look up a head spec by name; an unknown name raises :class:`SpecError`."""
+    if isinstance(name, HeadSpec):
+        return name
+    if name not in HEADS:
+        raise SpecError(f"unknown head '{name}'. Known: {', '.join(list_heads())}")
+    return HEADS[name]
+
+
+class CanopyHeightModel(nn.Module):
+    """Backbone + DPT decoder: ``(B, 3, H, W)`` normalised with ``spec.normalize`` -> ``(B, 1, H, W)`` metres.
+
+    Where the patch grid has an odd side the decoder's map is one patch larger along it; it is
+    resized to ``(H, W)`` (bilinear, corners aligned, as transformers' CHMv2 post-processing does).
+    """
+
+    def __init__(self, spec: HeadSpec, backbone: DinoVisionTransformer, decoder: DPTDecoder) -> None:
+        super().__init__()
+        self.spec = spec
+        self.backbone = backbone
+        self.decoder = decoder
+        self.weights_info: dict[str, object] = {}
+
+    def logits(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W) -> (B, K, 32*ceil(H/32), 32*ceil(W/32))`` bin logits."""
+        feats = self.backbone.get_intermediate_layers(x, n=list(self.spec.layers), reshape=True, return_class_token=True, norm=True)
+        dtype = self.decoder.convs[0].conv.weight.dtype
+        return self.decoder([(patches.to(dtype), cls.to(dtype)) for patches, cls in feats])
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.logits(x)
+        heights = bins_to_metres(logits, mixlog_bins(self.spec.n_bins, self.spec.min_depth, self.spec.max_depth, logits.device))
+        if heights.shape[-2:] != x.shape[-2:]:
+            heights = F.interpolate(heights, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        return heights
+
+
+def build_canopy_model(
+    head: str | HeadSpec = "dinov3_vitl16_chmv2",
+    weights: str | Path | None = None,
+    backbone_weights: str | Path | None = None,
+    *,
+    seed: int = 0,
+    check_hash: bool = True,
+    cache: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> CanopyHeightModel:
+    """Build ``head`` in eval mode with its backbone.
+
+    ``weights``: a Meta head ``.pth`` (decoder only: the backbone then comes from ``backbone_weights``,
+    resolved like :func:`~geodino.models.build_model`), a Hugging Face folder or ``.safetensors`` with
+    backbone and head (both come from it), ``"random"`` (the backbone too unless ``backbone_weights``
+    says otherwise), or ``None``: ``$GEODINO_WEIGHTS`` and the cache (random-only specs fall back to random).
+    """
+    spec = get_head(head)
+    if weights is None:
+        try:
+            weights = find_weights(spec, None, cache)  # duck-typed: find_weights reads name, file_name, file_stem, hf_repo
+        except WeightsError:
+            if not spec.random_only:
+                raise
+            weights = RANDOM
+    backbone: DinoVisionTransformer | None = None
+    if weights == RANDOM:
+        decoder = DPTDecoder.random(spec.decoder, seed)
+        head_info = WeightsInfo(spec.name, RANDOM, RANDOM, seed=seed)
+        backbone_weights = backbone_weights or RANDOM
+    else:
+        path = find_weights(spec, weights, cache)
+        decoder, backbone_sd, config, head_info = _load_head(spec, path, check_hash)
+        if backbone_sd is not None:
+            if backbone_weights is not None:
+                raise InputError(f"{path.name} holds a backbone already: leave backbone_weights unset")
+            backbone = _backbone_from_hf(spec.backbone_spec, backbone_sd, config, path, dtype)
+    if backbone is None:
+        backbone = build_model(spec.backbone_spec, backbone_weights, cache=cache, check_hash=check_hash, seed=seed, dtype=dtype)
+    model = CanopyHeightModel(spec, backbone, decoder.to(dtype))
+    bb_info = backbone.weights_info
+    assert bb_info is not None
+    model.weights_info = {"head": head_info.as_dict(), "backbone": bb_info.as_dict(), "random": head_info.is_random or bb_info.is_random}
+    return model.eval().to(device)
+
+
+def official_head_of(path: str | Path) -> HeadSpec | None:
+    """The head spec whose official file name ``path`` carries, if any."""
+    name = Path(path).name
+    for spec in HEADS.values():
+        if spec.file_name and (name.startswith(spec.file_stem + "-") or name == spec.file_stem + ".pth"):
+            return spec
+    return None
+
+
+def _load_head(spec: HeadSpec, path: Path, check_hash: bool) -> tuple[DPTDecoder, dict[str, Tensor] | None, dict | None, WeightsInfo]:
+    """Decoder from a Meta head file or a Hugging Face CHMv2 file/folder; plus the HF backbone keys, if any."""
+    official = official_head_of(path)
+    if official is not None and official.name != spec.name:
+        raise WeightsError(f"{path.name} is the official head checkpoint of {official.name}, not of {spec.name}")
+    if (backbone := official_spec_of(path)) is not None:
+        raise WeightsError(
+            f"{path.name} is the backbone checkpoint of {backbone.name}: pass it as backbone_weights, the head file as weights"
+        )
+    verified = verify_hash(path) if check_hash and path.is_file() else None
+    sd, _, config = read_checkpoint(path)
+    backbone_sd = None
+    layout = "hf" if is_hf_head(sd) else "meta"
+    if layout == "hf":
+        if config is not None:
+            check_hf_config(config, spec, path.name)
+        if has_hf_backbone(sd):
+            backbone_sd = {k: v for k, v in sd.items() if k.startswith(HF_BACKBONE_PREFIX)}
+        sd = head_hf_to_meta(sd)
+    with torch.device("meta"):
+        decoder = DPTDecoder(spec.decoder)
+    check_head_fit(sd, {k: v.shape for k, v in decoder.state_dict().items()}, spec, path.name)
+    decoder.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
+    return decoder, backbone_sd, config, WeightsInfo(spec.name, str(path), layout, hash_verified=verified)
+
+
+def _backbone_from_hf(
+    spec: WeightsSpec, sd: dict[str, Tensor], config: dict | None, path: Path, dtype: torch.dtype
+) -> DinoVisionTransformer:
+    """The backbone of a Hugging Face CHMv2 state dict (``backbone.*`` keys), checked like a backbone file."""
+    sd = to_meta_layout(sd, "hf", spec, (config or {}).get("backbone_config"), path.name)
+    sd = complete_state_dict(sd, spec.arch)
+    with torch.device("meta"):
+        model = DinoVisionTransformer(spec.arch)
+    check_fit(sd, {k: v.shape for k, v in model.state_dict().items()}, spec, path.name)
+    keep_fp32 = ("rope_embed.periods", "bias_mask")
+    sd = {k: (v if k.endswith(keep_fp32) or not v.is_floating_point() else v.to(dtype)) for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    model.spec = spec
+    model.weights_info = WeightsInfo(spec.name, str(path), "hf")
+    return model.eval()
+
+
+def save_canopy_model(model: CanopyHeightModel, path: str | Path, layout: str = "meta") -> Path:
+    """Write ``model``'s weights: ``"meta"``, the decoder alone as Meta's head ``.pth``; ``"hf"``, a folder
+    (``config.json`` + ``model.safetensors``, backbone and head) loadable by ``CHMv2ForDepthEstimation``."""
+    path = Path(path)
+    head_sd = {k: v.detach().cpu().contiguous() for k, v in model.decoder.state_dict().items()}
+    if layout == "meta":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(head_sd, path)
+    elif layout == "hf":
+        from safetensors.torch import save_file
+
+        path.mkdir(parents=True, exist_ok=True)
+        backbone_sd = {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
+        sd = {HF_BACKBONE_PREFIX + k: v for k, v in meta_to_hf(backbone_sd).items()}
+        sd.update(head_meta_to_hf(head_sd))
+        (path / "config.json").write_text(json.dumps(hf_chmv2_config(model.spec), indent=2))
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path / "model.safetensors"))
+    else:
+        raise InputError(f"layout must be 'meta' or 'hf', not {layout!r}")
+    return path
