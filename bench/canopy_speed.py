@@ -40,11 +40,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    ap.add_argument("--workers", type=int, default=None, help="reader threads (default: the engine's)")
     args = ap.parse_args()
 
     predictor = CanopyPredictor(build_canopy_model(args.head, "random"), device=args.device, precision=args.precision)
     sync = torch.cuda.synchronize if predictor.device.type == "cuda" else (lambda: None)
     options = EncodeOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, overwrite=True)
+    if args.workers is not None:
+        options = EncodeOptions(**{**options.__dict__, "workers": args.workers})
     t_model, t_e2e, inner = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         scene = write_scene(Path(tmp) / "scene.tif", args.size)
@@ -59,7 +62,8 @@ def main() -> None:
     fmt = lambda ts: ", ".join(f"{t:.2f}" for t in ts)  # noqa: E731
     med_m, med_e = statistics.median(t_model), statistics.median(t_e2e)
     print(f"head {args.head}  scene {args.size}x{args.size}  tile {args.tile} overlap {args.overlap}  batch {args.batch_size}"
-          f"  {predictor.device} {args.precision}  threads {torch.get_num_threads()}  tiles {n_full}")  # fmt: skip
+          f"  {predictor.device} {args.precision}  threads {torch.get_num_threads()}  workers {options.workers}"
+          f"  tiles {n_full}")  # fmt: skip
     print(f"model-only   median {med_m:.2f} s  {n_full / med_m:.2f} tiles/s  (rounds: {fmt(t_model)})")
     print(
         f"end-to-end   median {med_e:.2f} s  {n_full / med_e:.2f} tiles/s  {args.size**2 / 1e6 / med_e:.2f} Mpx/s  (rounds: {fmt(t_e2e)})"

@@ -41,6 +41,8 @@ class TileData:
 
 def cell_valid(valid: np.ndarray, patch: int) -> np.ndarray:
     """``(H, W)`` pixel validity -> ``(H/p, W/p)`` cell validity: a cell is valid if any of its pixels is."""
+    if patch == 1:
+        return valid
     h, w = valid.shape
     return valid.reshape(h // patch, patch, w // patch, patch).any(axis=(1, 3))
 
@@ -113,7 +115,11 @@ class SceneReader:
 
 
 def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int = 2, ahead: int = 8) -> Iterator[R]:
-    """``map(fn, items)`` computed by ``workers`` threads up to ``ahead`` items ahead, yielded in order."""
+    """``map(fn, items)`` computed by ``workers`` threads up to ``ahead`` items ahead, yielded in order
+    (``workers=0``: in the calling thread, one at a time)."""
+    if workers == 0:
+        yield from map(fn, items)
+        return
     pending: deque[Future[R]] = deque()
     it = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geodino-read") as pool:

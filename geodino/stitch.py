@@ -63,8 +63,12 @@ class Stitcher:
         r = tile.cell_row * self.scale - self._base
         c = tile.cell_col * self.scale
         t = self.tile_out
-        w = self.window * cell_valid
-        self._acc[r : r + t, c : c + t] += out * w[:, :, None]
+        w = self.window if cell_valid.all() else self.window * cell_valid
+        acc = self._acc[r : r + t, c : c + t]
+        if self.dim == 1:  # pixel predictions: one channel, no broadcast temporaries
+            acc[..., 0] += out[..., 0] * w
+        else:
+            acc += out * w[:, :, None]
         self._wsum[r : r + t, c : c + t] += w
 
     def finish_row(self) -> None:

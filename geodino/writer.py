@@ -167,7 +167,7 @@ class FeatureWriter:
 
     def _cog_options(self) -> dict[str, str]:
         opts = {"COMPRESS": "ZSTD", "LEVEL": "1", "PREDICTOR": "2" if self.classes else "3", "BLOCKSIZE": str(BLOCK)}
-        opts |= {"RESAMPLING": "MODE" if self.classes else "AVERAGE", "BIGTIFF": "IF_SAFER"}
+        opts |= {"RESAMPLING": "MODE" if self.classes else "AVERAGE", "BIGTIFF": "IF_SAFER", "NUM_THREADS": "ALL_CPUS"}
         if self.dtype == "float16":
             opts["NBITS"] = "16"  # half floats in a Float32 GeoTIFF: GDAL and QGIS read them as float32
         return opts

@@ -18,7 +18,7 @@ from geodino.models.checkpoint import hash_in_name
 
 TINY = "geodino_tiny_mlp"
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("models", "download", "check-weights", "convert", "demo", "encode", "info")
+COMMANDS = ("models", "download", "check-weights", "convert", "demo", "encode", "info", "canopy-height", "train-head", "land-cover")
 
 
 @pytest.fixture(autouse=True)

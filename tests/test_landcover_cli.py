@@ -56,6 +56,16 @@ def test_landsat8_band_files_with_wgs84_polygons_train_and_map(tmp_path: Path, s
     assert polys.crs.to_epsg() == 32617 and len(polys) > 0 and set(polys["class"]) <= {0, 1, 2}
 
 
+def test_a_label_raster_on_the_scene_grid_trains_too(tmp_path: Path, shared_data: Path) -> None:
+    d = shared_data / "landsat8_labels"
+    bands = [d / f"L8-B{b}-Elkton-VA.tiff" for b in range(1, 8)]
+    r = run("train-head", *bands, d / "L8-Labels-Elkton-VA.tiff", "--out", tmp_path / "h.pt", "--sensor", "landsat8-c2l1", *TINY,
+            "--tile", "128", "--overlap", "32", "--epochs", "50")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    _, info = load_head(tmp_path / "h.pt")
+    assert info["classes"] == [0, 1, 2] and info["class_column"] is None and info["labels"].endswith("L8-Labels-Elkton-VA.tiff")
+
+
 @pytest.fixture
 def scene(tmp_path: Path) -> Path:
     return write_raster(tmp_path / "scene.tif", coordinate_raster(64, 64).astype(np.uint8), photometric="RGB")

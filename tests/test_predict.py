@@ -9,6 +9,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -105,6 +106,8 @@ def test_a_linearly_separable_scene_is_learnt_exactly_and_mapped(tmp_path: Path)
     assert res.losses[-1] < 0.1 * res.losses[0]
     assert res.info["metrics"]["train"]["overall_accuracy"] == 1.0 and res.info["metrics"]["validation"]["overall_accuracy"] == 1.0
     head, info = load_head(save_head(tmp_path / "head.pt", res.head, res.info))
+    assert all(torch.equal(a, b) for a, b in zip(head.state_dict().values(), res.head.state_dict().values(), strict=True))
+    assert json.loads(json.dumps(info)) == json.loads(json.dumps(res.info))  # the record round-trips
     assert info["names"] == ["field", "water"] and info["layers"] == [0] and info["adapter"]["preset"] == "rgb8"
     out = predict_scene(src, tmp_path / "lc.tif", LandCoverPredictor(ColourProbe(), head, info), EncodeOptions(tile=64, overlap=16),
                         "land_cover", colormap=colormap(2), class_names=["field", "water"], probabilities=tmp_path / "p.tif")  # fmt: skip
