@@ -248,11 +248,7 @@ def build_canopy_model(
 
 def official_head_of(path: str | Path) -> HeadSpec | None:
     """The head spec whose official file name ``path`` carries, if any."""
-    name = Path(path).name
-    for spec in HEADS.values():
-        if spec.file_name and (name.startswith(spec.file_stem + "-") or name == spec.file_stem + ".pth"):
-            return spec
-    return None
+    return official_spec_of(path, HEADS.values())
 
 
 def _load_head(spec: HeadSpec, path: Path, check_hash: bool) -> tuple[DPTDecoder, dict[str, Tensor] | None, dict | None, WeightsInfo]:

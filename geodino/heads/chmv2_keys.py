@@ -16,6 +16,7 @@ from torch import Tensor
 
 from geodino.errors import WeightsError
 from geodino.heads.dpt import RESIZE_FACTORS
+from geodino.models.checkpoint import fit_problems
 from geodino.models.keymap import hf_config
 
 if TYPE_CHECKING:
@@ -150,16 +151,9 @@ def describe_head(sd: StateDict) -> tuple[str, list[str]]:
 
 def check_head_fit(sd: StateDict, expected: dict[str, torch.Size], spec: HeadSpec, source: str) -> None:
     """Raise one clear :class:`WeightsError` unless ``sd`` has exactly the decoder's keys and shapes."""
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(s)}" for k, s in expected.items() if k in sd and sd[k].shape != s]
-    if not (missing or unexpected or wrong):
+    parts = fit_problems(sd, expected)
+    if not parts:
         return
-    parts = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-        if keys:
-            more = f", ... ({len(keys)} in all)" if len(keys) > 3 else ""
-            parts.append(f"{label}: {', '.join(keys[:3])}{more}")
     what, fits = describe_head(sd)
     if fits and spec.name not in fits:
         cause = f"it is {what}, which fits {', '.join(fits)}"

@@ -172,18 +172,24 @@ def complete_state_dict(sd: StateDict, arch: ArchSpec) -> StateDict:
     return sd
 
 
-def check_fit(sd: StateDict, expected: dict[str, torch.Size], spec: WeightsSpec, source: str) -> None:
-    """Raise one clear :class:`WeightsError` unless ``sd`` has exactly the expected keys and shapes."""
+def fit_problems(sd: StateDict, expected: dict[str, torch.Size]) -> list[str]:
+    """Up to three missing, unexpected and wrong-shape keys each, as phrases; empty when ``sd`` fits exactly."""
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(s)}" for k, s in expected.items() if k in sd and sd[k].shape != s]
-    if not (missing or unexpected or wrong):
-        return
     parts = []
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
         if keys:
             more = f", ... ({len(keys)} in all)" if len(keys) > 3 else ""
             parts.append(f"{label}: {', '.join(keys[:3])}{more}")
+    return parts
+
+
+def check_fit(sd: StateDict, expected: dict[str, torch.Size], spec: WeightsSpec, source: str) -> None:
+    """Raise one clear :class:`WeightsError` unless ``sd`` has exactly the expected keys and shapes."""
+    parts = fit_problems(sd, expected)
+    if not parts:
+        return
     what, fits = describe_state_dict(sd)
     if fits and spec.name not in fits:
         cause = f"it looks like a {what} checkpoint, which fits {', '.join(fits)}"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,10 +38,11 @@ class WeightsInfo:
         return asdict(self)
 
 
-def official_spec_of(path: str | Path) -> WeightsSpec | None:
-    """The spec whose official file name ``path`` carries (``<stem>-<hash>.pth``), if any."""
+def official_spec_of(path: str | Path, specs: Iterable[Any] | None = None) -> Any:
+    """The spec (of ``specs``, default the backbone registry) whose official file name ``path`` carries
+    (``<stem>-<hash>.pth``), if any."""
     name = Path(path).name
-    for spec in REGISTRY.values():
+    for spec in REGISTRY.values() if specs is None else specs:
         if spec.file_name and (name.startswith(spec.file_stem + "-") or name == spec.file_stem + ".pth"):
             return spec
     return None
