@@ -73,3 +73,15 @@ def test_coarser_output_resolution_and_one_line_errors(tmp_path: Path, neon: tup
     assert not (tmp_path / "x.tif").exists() and not [p for p in tmp_path.iterdir() if "geodino-" in p.name]
     missing = run("canopy-height", rgb, tmp_path / "y.tif", *TINY, "--reference", tmp_path / "nope.tif")
     assert missing.exit_code == 2 and "reference not found" in missing.stderr and not (tmp_path / "y.tif").exists()
+
+
+def test_download_takes_the_chmv2_head_too(http_server, tmp_path: Path) -> None:
+    from geodino.heads.chmv2 import build_canopy_model, save_canopy_model
+
+    head = save_canopy_model(build_canopy_model("geodino_tiny_chmv2", "random", seed=2), tmp_path / "tiny_head.pth", layout="meta")
+    http_server.files["tiny_head.pth"] = head.read_bytes()
+    r = run("download", "geodino_tiny_chmv2", "--url", http_server.url("tiny_head.pth"), "--cache-dir", tmp_path / "cache")
+    assert r.exit_code == 0, r.output
+    assert (
+        "geodino_tiny_chmv2: head weights ready at" in r.stdout and (tmp_path / "cache" / "tiny_head.pth").read_bytes() == head.read_bytes()
+    )

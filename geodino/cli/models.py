@@ -44,7 +44,15 @@ def download_cmd(
     cache_dir: CacheOpt = None,
     check_hash: Annotated[bool, typer.Option(help="verify the sha256 prefix in the file name")] = True,
 ) -> None:
-    """Download a checkpoint into the cache (temporary name, verified, then moved into place)."""
+    """Download a checkpoint (a backbone, or the CHMv2 head) into the cache (temporary name, verified, then moved into place)."""
+    from geodino.heads.chmv2 import HEADS, build_canopy_model
+
+    if model in HEADS:
+        head = HEADS[model]
+        path = download(url, spec=head, cache=cache_dir, check_hash=check_hash)  # type: ignore[arg-type]
+        build_canopy_model(head, path, "random", check_hash=False)  # proves the head file fits (the backbone is separate)
+        console.print(f"{head.name}: head weights ready at {path} (the backbone {head.backbone} is downloaded on its own)")
+        return
     spec = get_spec(model)
     path = download(url, spec=spec, cache=cache_dir, check_hash=check_hash)
     build_model(spec, path, check_hash=False)  # proves the file fits the spec; download() already checked the hash
