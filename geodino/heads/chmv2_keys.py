@@ -27,24 +27,31 @@ HF_HEAD_PREFIX = "head."
 HF_BACKBONE_PREFIX = "backbone."
 MIXLOG = "chmv2_mixlog"
 
-_META_TO_HF = [
-    (r"^reassemble_blocks\.projects\.(\d+)\.conv\.", r"reassemble_stage.layers.\1.projection."),
-    (r"^reassemble_blocks\.resize_layers\.(\d+)\.", r"reassemble_stage.layers.\1.resize."),
-    (r"^reassemble_blocks\.readout_projects\.(\d+)\.0\.", r"reassemble_stage.readout_projects.\1.0."),
-    (r"^convs\.(\d+)\.conv\.", r"convs.\1."),
-    (r"^fusion_blocks\.(\d+)\.project\.conv\.", r"fusion_layers.\1.projection."),
-    (r"^fusion_blocks\.(\d+)\.res_conv_unit(\d)\.conv(\d)\.conv\.", r"fusion_layers.\1.residual_layer\2.convolution\3."),
-    (r"^conv_depth\.head\.(\d+)\.", r"conv_depth.head.\1."),
+#: Meta <-> Hugging Face head names, one pair per layer kind; ``{}`` stands for a layer index. Both
+#: directions are generated from this one table.
+_NAME_PAIRS = [
+    ("reassemble_blocks.projects.{}.conv.", "reassemble_stage.layers.{}.projection."),
+    ("reassemble_blocks.resize_layers.{}.", "reassemble_stage.layers.{}.resize."),
+    ("reassemble_blocks.readout_projects.{}.0.", "reassemble_stage.readout_projects.{}.0."),
+    ("convs.{}.conv.", "convs.{}."),
+    ("fusion_blocks.{}.project.conv.", "fusion_layers.{}.projection."),
+    ("fusion_blocks.{}.res_conv_unit{}.conv{}.conv.", "fusion_layers.{}.residual_layer{}.convolution{}."),
+    ("conv_depth.head.{}.", "conv_depth.head.{}."),
 ]
-_HF_TO_META = [
-    (r"^reassemble_stage\.layers\.(\d+)\.projection\.", r"reassemble_blocks.projects.\1.conv."),
-    (r"^reassemble_stage\.layers\.(\d+)\.resize\.", r"reassemble_blocks.resize_layers.\1."),
-    (r"^reassemble_stage\.readout_projects\.(\d+)\.0\.", r"reassemble_blocks.readout_projects.\1.0."),
-    (r"^convs\.(\d+)\.", r"convs.\1.conv."),
-    (r"^fusion_layers\.(\d+)\.projection\.", r"fusion_blocks.\1.project.conv."),
-    (r"^fusion_layers\.(\d+)\.residual_layer(\d)\.convolution(\d)\.", r"fusion_blocks.\1.res_conv_unit\2.conv\3.conv."),
-    (r"^conv_depth\.head\.(\d+)\.", r"conv_depth.head.\1."),
-]
+
+
+def _table(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(from, to)`` templates -> ``(regex, replacement)``: each ``{}`` captures digits and is put back in order."""
+    out = []
+    for src, dst in pairs:
+        pattern = "^" + r"(\d+)".join(re.escape(part) for part in src.split("{}"))
+        first, *rest = dst.split("{}")
+        out.append((pattern, first + "".join(rf"\{i}" + part for i, part in enumerate(rest, 1))))
+    return out
+
+
+_META_TO_HF = _table(_NAME_PAIRS)
+_HF_TO_META = _table([(hf, meta) for meta, hf in _NAME_PAIRS])
 
 
 def _rename(key: str, table: list[tuple[str, str]], source: str) -> str:
