@@ -72,18 +72,6 @@ def band_names(layers: list[int], dim: int, pca: int | None) -> list[str]:
     return [f"L{layer}_{j:04d}" for layer in layers for j in range(dim)]
 
 
-def weights_sha256(source: str, verified: str | None) -> str | None:
-    """Full sha256 of a weights file (or its verified prefix); ``"random"`` for random weights."""
-    from geodino.models.checkpoint import sha256_file
-
-    if source == "random":
-        return "random"
-    p = Path(source)
-    if p.is_file():
-        return sha256_file(p)
-    return verified
-
-
 def check_outputs(out: str | Path, options: EncodeOptions) -> Path:
     """Refuse, before any work, an output (or tokens sidecar) that exists without ``overwrite``, or a bad format."""
     path = check_output(out, options.fmt, options.overwrite)
@@ -228,7 +216,6 @@ def run_metadata(
 ) -> dict[str, object]:
     """The record of how an output was made (GeoTIFF tags / Zarr attrs)."""
     model = extractor.describe()
-    model["weights_sha256"] = weights_sha256(str(model["weights"]), model.get("weights_sha256"))  # type: ignore[arg-type]
     return {
         "version": geodino.__version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

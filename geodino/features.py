@@ -126,7 +126,7 @@ class FeatureExtractor:
             "model": spec.name if spec else type(self.model).__name__,
             "weights": info.source if info else "unknown",
             "weights_layout": info.layout if info else "unknown",
-            "weights_sha256": info.hash_verified if info else None,
+            "weights_sha256": info.sha256 if info else None,
             "random_weights": bool(info is None or info.is_random),
             "layers": self.layers,
             "embed_dim": self.embed_dim,

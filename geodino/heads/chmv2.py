@@ -32,9 +32,9 @@ from geodino.heads.chmv2_keys import (
     is_hf_head,
 )
 from geodino.heads.dpt import DPTConfig, DPTDecoder, bins_to_metres, mixlog_bins
-from geodino.models.checkpoint import check_fit, complete_state_dict, read_checkpoint, to_meta_layout, verify_hash
+from geodino.models.checkpoint import read_checkpoint, verify_hash
 from geodino.models.keymap import meta_to_hf
-from geodino.models.loader import RANDOM, WeightsInfo, build_model, official_spec_of
+from geodino.models.loader import RANDOM, WeightsInfo, build_model, model_from_state_dict, official_spec_of
 from geodino.models.specs import DINOV3_LICENCE, REGISTRY, SAT493M_MEAN, SAT493M_STD, ArchSpec, WeightsSpec, get_spec
 from geodino.models.store import find_weights
 from geodino.models.vit import DinoVisionTransformer
@@ -281,14 +281,7 @@ def _backbone_from_hf(
     spec: WeightsSpec, sd: dict[str, Tensor], config: dict | None, path: Path, dtype: torch.dtype
 ) -> DinoVisionTransformer:
     """The backbone of a Hugging Face CHMv2 state dict (``backbone.*`` keys), checked like a backbone file."""
-    sd = to_meta_layout(sd, "hf", spec, (config or {}).get("backbone_config"), path.name)
-    sd = complete_state_dict(sd, spec.arch)
-    with torch.device("meta"):
-        model = DinoVisionTransformer(spec.arch)
-    check_fit(sd, {k: v.shape for k, v in model.state_dict().items()}, spec, path.name)
-    keep_fp32 = ("rope_embed.periods", "bias_mask")
-    sd = {k: (v if k.endswith(keep_fp32) or not v.is_floating_point() else v.to(dtype)) for k, v in sd.items()}
-    model.load_state_dict(sd, strict=True, assign=True)
+    model = model_from_state_dict(spec, sd, "hf", (config or {}).get("backbone_config"), path.name, dtype)
     model.spec = spec
     model.weights_info = WeightsInfo(spec.name, str(path), "hf")
     return model.eval()

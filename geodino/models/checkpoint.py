@@ -6,8 +6,10 @@ All failures surface as one :class:`WeightsError` sentence naming the file, the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -30,11 +32,18 @@ def hash_in_name(path: str | Path) -> str | None:
     return m.group(1) if m else None
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks; remembered per (path, size, mtime), so verifying a
+    checkpoint at load and recording its hash in every output read the file once."""
+    st = os.stat(path)
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
+        while block := f.read(1 << 22):
             h.update(block)
     return h.hexdigest()
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from geodino.errors import WeightsError
-from geodino.models.checkpoint import check_fit, complete_state_dict, read_checkpoint, to_meta_layout, verify_hash
+from geodino.models.checkpoint import StateDict, check_fit, complete_state_dict, read_checkpoint, sha256_file, to_meta_layout, verify_hash
 from geodino.models.keymap import hf_config, meta_to_hf
 from geodino.models.specs import REGISTRY, WeightsSpec, get_spec
 from geodino.models.store import find_weights
@@ -33,6 +33,15 @@ class WeightsInfo:
     @property
     def is_random(self) -> bool:
         return self.layout == RANDOM
+
+    @property
+    def sha256(self) -> str | None:
+        """Full sha256 of the weights file (memoised, so a hash verified at load is not recomputed);
+        ``"random"`` for random weights; the verified prefix, if any, for a folder."""
+        if self.is_random:
+            return RANDOM
+        path = Path(self.source)
+        return sha256_file(path) if path.is_file() else self.hash_verified
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -94,14 +103,22 @@ def load_checkpoint(
         raise WeightsError(f"{path.name} is the official checkpoint of {official.name}, not of {spec.name}")
     verified = verify_hash(path) if check_hash and path.is_file() else None
     sd, layout, config = read_checkpoint(path)
-    sd = complete_state_dict(to_meta_layout(sd, layout, spec, config, path.name), spec.arch)
+    model = model_from_state_dict(spec, sd, layout, config, path.name, dtype)
+    return model, WeightsInfo(spec.name, str(path), layout, hash_verified=verified)
+
+
+def model_from_state_dict(
+    spec: WeightsSpec, sd: StateDict, layout: str, config: dict | None, source: str, dtype: torch.dtype = torch.float32
+) -> DinoVisionTransformer:
+    """A model of ``spec`` holding ``sd`` (Meta or HF layout), built on the meta device and checked key by key."""
+    sd = complete_state_dict(to_meta_layout(sd, layout, spec, config, source), spec.arch)
     with torch.device("meta"):
         model = DinoVisionTransformer(spec.arch)
-    check_fit(sd, {k: v.shape for k, v in model.state_dict().items()}, spec, path.name)
+    check_fit(sd, {k: v.shape for k, v in model.state_dict().items()}, spec, source)
     keep_fp32 = ("rope_embed.periods", "bias_mask")
     sd = {k: (v if k.endswith(keep_fp32) or not v.is_floating_point() else v.to(dtype)) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
-    return model, WeightsInfo(spec.name, str(path), layout, hash_verified=verified)
+    return model
 
 
 def save_checkpoint(model: DinoVisionTransformer, path: str | Path, layout: str = "meta") -> Path:
