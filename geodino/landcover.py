@@ -9,6 +9,7 @@ The split is spatial: blocks of ``block`` pixels go wholly to training or to val
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import tempfile
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def train_head(
 ) -> TrainResult:
     """Encode ``scene`` (streamed to a temporary feature raster), then fit a :class:`LinearHead` on labelled pixels."""
     with tempfile.TemporaryDirectory(prefix="geodino-train-") as tmp:
-        enc = encode_scene(scene, Path(tmp) / "features.tif", extractor, EncodeOptions(**{**options.__dict__, "overwrite": True}), progress)
+        enc = encode_scene(scene, Path(tmp) / "features.tif", extractor, dataclasses.replace(options, overwrite=True), progress)
         with rasterio.open(enc.out) as ds:
             feats = torch.from_numpy(np.nan_to_num(ds.read()))  # (D, h, w)
     rows, cols = np.nonzero(labels.pixels >= 0)

@@ -7,6 +7,7 @@ hard-codes normalisation constants.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 from dataclasses import dataclass, field
@@ -173,10 +174,10 @@ def _build_registry() -> dict[str, WeightsSpec]:
     for arch_name, h in _LVD_HASHES.items():
         arch = _ARCHS[arch_name]
         if arch_name == "vitl16":  # only the SAT ViT-L unties the local-crop CLS norm
-            arch = ArchSpec(**{**arch.__dict__, "untie_local_cls_norm": False})
+            arch = dataclasses.replace(arch, untie_local_cls_norm=False)
         specs[f"dinov3_{arch_name}_lvd1689m"] = _official(arch_name, "lvd1689m", h, arch)
     for arch_name, h in _SAT_HASHES.items():
-        arch = ArchSpec(**{**_ARCHS[arch_name].__dict__, "untie_local_cls_norm": True})
+        arch = dataclasses.replace(_ARCHS[arch_name], untie_local_cls_norm=True)
         specs[f"dinov3_{arch_name}_sat493m"] = _official(arch_name, "sat493m", h, arch)
     for arch_name in ("tiny_mlp", "tiny_swiglu"):
         name = f"geodino_{arch_name}"
