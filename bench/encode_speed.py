@@ -159,7 +159,8 @@ def main() -> None:
     mpx = args.size**2 / 1e6
     print(
         f"model {args.model}  scene {args.size}x{args.size} (generated in {t_gen:.1f} s)  tile {args.tile} overlap {args.overlap}"
-        f"  batch {args.batch_size}  {extractor.device} {args.precision}  threads {torch.get_num_threads()}  workers {options.workers}"
+        f"  batch {args.batch_size}  {extractor.device} {args.precision}  threads {torch.get_num_threads()}"
+        f"  read threads {options.read_threads}"
     )
     print(f"tiles {res.tiles} ({n_full} encoded, {res.skipped} empty)  feature grid {res.grid_shape}  bands {res.bands}")
     fmt = lambda ts: ", ".join(f"{t:.2f}" for t in ts)  # noqa: E731

@@ -46,7 +46,7 @@ class EncodeOptions:
     overwrite: bool = False
     sensor: str | None = None
     bands: str | None = None
-    workers: int = 2
+    read_threads: int = 2
     blend_floor: float = 0.1
 
 
@@ -172,7 +172,7 @@ def stream_tiles(
     Returns ``(model seconds, tiles skipped as empty)``.
     """
     stride = getattr(extractor, "out_stride", plan.patch)
-    n_cols = plan.shape[1]
+    last_col = plan.tile_cols.stop - 1
     model_seconds, done, skipped = 0.0, 0, 0
     pending: list[TileData] = []
 
@@ -195,7 +195,7 @@ def stream_tiles(
             else:
                 out, cls_i, storage_i = next(outs)  # type: ignore[call-overload]
                 on_tile(d, out, cell_valid(d.valid, stride), cls_i, storage_i)
-            if d.tile.col == n_cols - 1:
+            if d.tile.col == last_col:
                 on_row_done()
             done += 1
             if progress:
@@ -203,7 +203,7 @@ def stream_tiles(
         pending.clear()
 
     with SceneReader(scene, adapter) as reader:
-        for data in prefetch(reader.read_tile, plan.tiles(), workers=options.workers, ahead=max(8, 2 * options.batch_size)):
+        for data in prefetch(reader.read_tile, plan.tiles(), workers=options.read_threads, ahead=max(8, 2 * options.batch_size)):
             pending.append(data)
             if sum(not d.empty for d in pending) >= options.batch_size:
                 flush()

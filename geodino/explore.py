@@ -27,7 +27,7 @@ def open_features(path: str | Path, chunks: dict[str, int] | None = None) -> xr.
         raise InputError(f"features not found: {path}")
     if path.suffix == ".zarr" or path.is_dir():
         ds = xr.open_zarr(path, decode_coords="all")
-        da = ds["features"]
+        da = ds["features"] if "features" in ds else ds[next(iter(ds.data_vars))]
         if "band_name" in da.coords:
             da = da.assign_coords(band=da["band_name"].values)
         da.attrs = {**ds.attrs, **da.attrs}
@@ -36,7 +36,7 @@ def open_features(path: str | Path, chunks: dict[str, int] | None = None) -> xr.
         names = da.attrs.get("long_name")
         if isinstance(names, (tuple, list)) and len(names) == da.sizes["band"]:
             da = da.assign_coords(band=list(names))
-    return da.rename(band="feature")
+    return da.rename(band="feature") if "band" in da.dims else da
 
 
 def _table(features: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,3 +137,39 @@ def kmeans(features: xr.DataArray, k: int, iterations: int = 50, seed: int = 0) 
     out = np.full(flat.shape[0], -1, np.int32)
     out[ok] = labels
     return _like(features, out.reshape(features.sizes["y"], features.sizes["x"]), "cluster")
+
+
+def plot(data: xr.DataArray, ax: object = None, title: str | None = None, **imshow: object) -> object:
+    """Show a DataArray on map coordinates (matplotlib): features ``(feature, y, x)`` as their PCA RGB, an
+    RGB ``(band=3, y, x)`` (a scene is stretched 2-98 % per band), or one layer ``(y, x)`` with a colour bar.
+    Axes are in the CRS's units; returns the matplotlib ``Axes``."""
+    import matplotlib.pyplot as plt
+
+    if "feature" in data.dims:
+        data = pca_rgb(data)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 6))
+    ys, xs = data["y"].values, data["x"].values
+    dx = abs(xs[1] - xs[0]) if len(xs) > 1 else 1.0
+    dy = abs(ys[1] - ys[0]) if len(ys) > 1 else 1.0
+    extent = (xs.min() - dx / 2, xs.max() + dx / 2, ys.min() - dy / 2, ys.max() + dy / 2)
+    if data.ndim == 3:
+        rgb = np.asarray(data.isel({data.dims[0]: slice(0, 3)}).values, dtype=np.float32)
+        if np.nanmax(rgb) > 1:  # scene DNs: stretch each band
+            lo, hi = np.nanpercentile(rgb, [2, 98], axis=(1, 2), keepdims=True)
+            rgb = (rgb - lo) / np.maximum(hi - lo, 1e-12)
+        image = ax.imshow(np.clip(np.nan_to_num(rgb.transpose(1, 2, 0)), 0, 1), extent=extent, **imshow)  # type: ignore[attr-defined]
+    else:
+        values = np.asarray(data.values)
+        if np.issubdtype(values.dtype, np.integer):
+            values = np.ma.masked_less(values, 0)
+            imshow.setdefault("cmap", "tab10")
+            imshow.setdefault("interpolation", "nearest")
+        image = ax.imshow(values, extent=extent, **imshow)  # type: ignore[attr-defined]
+        plt.colorbar(image, ax=ax, shrink=0.8, label=str(data.name or ""))
+    crs = data.rio.crs if hasattr(data, "rio") else None
+    unit = f" ({crs.to_string()})" if crs else ""
+    ax.set_xlabel(f"x{unit}")  # type: ignore[attr-defined]
+    ax.set_ylabel(f"y{unit}")  # type: ignore[attr-defined]
+    ax.set_title(title if title is not None else str(data.name or ""))  # type: ignore[attr-defined]
+    return ax

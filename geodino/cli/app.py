@@ -45,8 +45,8 @@ class RateColumn(ProgressColumn):
     windowed speed would jump)."""
 
     def render(self, task: Task) -> Text:
-        rate = task.fields.get("rate")
-        return Text(f"{rate:.2f} tiles/s" if rate else "- tiles/s", style="progress.data.speed")
+        rate, unit = task.fields.get("rate"), task.fields.get("unit", "tiles")
+        return Text(f"{rate:.2f} {unit}/s" if rate else f"- {unit}/s", style="progress.data.speed")
 
 
 class ElapsedColumn(ProgressColumn):
@@ -72,17 +72,17 @@ class TileBar:
     """A rich progress bar on stderr (tiles, tiles/s, elapsed, ETA) that appears at the first tile, so
     errors raised while checking inputs stay one line. Call it as ``progress(done, total)``."""
 
-    def __init__(self, label: str = "encoding") -> None:
-        self.label = label
+    def __init__(self, label: str = "encoding", unit: str = "tiles") -> None:
+        self.label, self.unit = label, unit
         self.bar: Progress | None = None
         self.start = time.perf_counter()
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
-            cols = (TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"), RateColumn(), ElapsedColumn())
+            cols = (TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn(self.unit), RateColumn(), ElapsedColumn())
             self.bar = Progress(*cols, EtaColumn(), console=err_console)
             self.bar.start()
-            self.task = self.bar.add_task(self.label, total=total, rate=None, elapsed=0)
+            self.task = self.bar.add_task(self.label, total=total, rate=None, elapsed=0, unit=self.unit)
         elapsed = time.perf_counter() - self.start
         self.bar.update(self.task, completed=done, total=total, rate=done / max(elapsed, 1e-9), elapsed=elapsed)
 

@@ -9,14 +9,17 @@ import torch
 import typer
 
 from geodino.adapter import make_adapter
+from geodino.blocks import ModelRef
 from geodino.cli.app import TileBar, app, console, err_console, guard
+from geodino.cluster import check_request, encode_to_zarr
 from geodino.engine import EncodeOptions, check_outputs, encode_scene, estimate_memory, make_plan
 from geodino.errors import InputError, WeightsError
+from geodino.export import export_cog
 from geodino.features import FeatureExtractor, check_precision, parse_layers, resolve_device
 from geodino.models import build_model, get_spec
 from geodino.models.multiband import BandMixer
 from geodino.models.vit import DinoVisionTransformer
-from geodino.scene import open_scene
+from geodino.scene import Scene, open_scene
 from geodino.sensors import guess_preset, load_presets
 from geodino.tiling import feature_geobox
 
@@ -57,16 +60,25 @@ def encode_cmd(
     pca: Annotated[int | None, typer.Option(help="write K PCA components (fitted on a sample) instead of all features")] = None,
     tokens: Annotated[bool, typer.Option(help="also write CLS and storage tokens per tile (<out>.tokens.zarr)")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
-    workers: Annotated[int, typer.Option(help="reader threads")] = 2,
+    read_threads: Annotated[int, typer.Option(help="threads reading tiles ahead of the model")] = 2,
     mixer: Annotated[Path | None, typer.Option(help="a trained BandMixer (.pt): --bands selects its N input bands")] = None,
+    workers: Annotated[int | None, typer.Option(help="Zarr: start a local dask cluster of N worker processes")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Zarr: 'threads' (default) or a dask.distributed address")] = None,
+    chunk: Annotated[int, typer.Option(help="Zarr: block (and chunk) side in feature cells")] = 128,
 ) -> None:
-    """Encode a scene: SCENE... OUT. Tiles on the 16-px patch grid, scene-fixed normalisation, streamed stitching."""
+    """Encode a scene: SCENE... OUT. Tiles on the 16-px patch grid, scene-fixed normalisation, streamed stitching.
+
+    Zarr outputs are written block by block on a dask scheduler and resume after an interruption.
+    """
     if out is None:
         if len(paths) < 2:
             raise InputError("give the scene and the output: geodino encode SCENE... OUT (or --out OUT)")
         *paths, last = paths
         out = Path(last)
-    options = EncodeOptions(tile, overlap, batch_size, fmt, dtype, pca, tokens, overwrite, sensor, bands, workers)
+    options = EncodeOptions(tile, overlap, batch_size, fmt, dtype, pca, tokens, overwrite, sensor, bands, read_threads)
+    blockwise = fmt == "zarr" and not pca and not tokens
+    if (workers is not None or scheduler is not None) and not blockwise:
+        raise InputError("--workers/--scheduler write a Zarr store block by block: use --format zarr without --pca/--tokens")
     scene = open_scene(paths)  # every input check runs before the model is built
     spec = get_spec(model)
     make_plan(scene, options, spec.patch_size)
@@ -74,6 +86,8 @@ def encode_cmd(
     resolve_device(device), check_precision(precision), parse_layers(layers)
     band_mixer = BandMixer.load(mixer) if mixer is not None else None
     adapter = make_adapter(scene, band_mixer.n_bands if band_mixer else spec.arch.in_chans, sensor, bands)
+    if blockwise:
+        return _encode_blocks(scene, out, model, weights, layers, device, precision, mixer, options, chunk, scheduler, workers)
     net = _model(model, weights)
     extractor = FeatureExtractor(net, layers, device, precision, band_mixer)
     if extractor.describe()["random_weights"]:
@@ -86,6 +100,45 @@ def encode_cmd(
         f"wrote {result.out}: {cols}x{rows} cells x {result.bands} bands, {scene.crs}, {result.tiles} tiles{skipped} "
         f"in {result.seconds:.1f} s (model {result.model_seconds:.1f} s), stretch: {result.adapter.stretch}"
     )
+
+
+def _encode_blocks(
+    scene: Scene, out: Path, model: str, weights: str | None, layers: str, device: str, precision: str,
+    mixer: Path | None, options: EncodeOptions, chunk: int, scheduler: str | None, workers: int | None,
+) -> None:  # fmt: skip
+    check_request(options, chunk, scheduler, workers)
+    if out.exists() and not options.overwrite:
+        raise InputError(f"{out} exists: pass --overwrite to replace it")
+    ref = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision, str(mixer) if mixer else None)
+    try:
+        extractor = ref.extractor()  # built once here; the threaded scheduler reuses it
+    except WeightsError as exc:
+        if weights is None:
+            raise WeightsError(f"{exc} (or pass --weights random to try the pipeline with random weights)") from None
+        raise
+    if extractor.describe()["random_weights"]:
+        err_console.print("[yellow]geodino: using RANDOM weights: the features carry no meaning[/]")
+    with TileBar(unit="blocks") as progress:
+        res = encode_to_zarr(scene, out, ref, options, chunk, scheduler, workers, progress)
+    rows, cols = res.grid_shape
+    resumed = f", {res.blocks_resumed} done before (resumed)" if res.blocks_resumed else ""
+    console.print(
+        f"wrote {res.out}: {cols}x{rows} cells x {res.bands} bands, {scene.crs}, {res.blocks} blocks of {chunk}x{chunk} cells"
+        f"{resumed}, {res.tiles_run} tiles run (halos included) on the {res.scheduler} in {res.seconds:.1f} s"
+    )
+
+
+@app.command("export")
+@guard
+def export_cmd(
+    store: Annotated[Path, typer.Argument(help="a feature Zarr store written by geodino encode")],
+    out: Annotated[Path, typer.Argument(help="the COG to write")],
+    dtype: Annotated[str, typer.Option(help="float32 or float16 on disk")] = "float32",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
+) -> None:
+    """Write a feature COG from a Zarr store (streamed strip by strip, same tags as encode writes)."""
+    res = export_cog(store, out, dtype, overwrite)
+    console.print(f"wrote {res}: from {store}")
 
 
 @app.command("info")

@@ -1,0 +1,120 @@
+"""The notebook API: a scene as a lazy georeferenced DataArray, and its DINOv3 features as another.
+
+``geodino.open_scene(path)`` -> ``(band, y, x)`` DataArray backed by the file (dask chunks, CRS).
+``geodino.encode(scene, model=...)`` -> ``(feature, y, x)`` DataArray on the patch grid whose dask
+blocks are :func:`~geodino.blocks.encode_block` calls: the same engine as the CLI, computed by
+``.compute()`` / ``.to_zarr()`` on the threaded scheduler, or on a ``dask.distributed`` cluster when a
+client is active. Values equal ``geodino encode`` with the same settings, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from geodino.adapter import make_adapter
+from geodino.blocks import BlockPlan, ModelRef, encode_block
+from geodino.engine import EncodeOptions, band_names, make_plan, run_metadata
+from geodino.errors import InputError
+from geodino.features import FeatureExtractor, parse_layers
+from geodino.models.vit import DinoVisionTransformer
+from geodino.scene import Scene
+from geodino.scene import open_scene as scene_of
+from geodino.tiling import cell_centres, feature_geobox
+
+SCENE_ATTR = "geodino_scene"
+
+
+def open_scene(paths: str | Path | Sequence[str | Path], chunks: dict[str, int] | None = None) -> xr.DataArray:
+    """A raster (or band files on one grid) as a lazy DataArray ``(band, y, x)`` with CRS, band names as the
+    ``band`` coordinate and the source files in ``attrs["geodino_scene"]``. Only metadata is read."""
+    import rioxarray
+
+    scene = scene_of(paths)
+    chunks = chunks or {"band": -1, "y": 1024, "x": 1024}
+    parts = []
+    for path in scene.paths:
+        da = rioxarray.open_rasterio(path, chunks=chunks, lock=False)
+        keep = [b for p, b in scene.band_sources if p == path]  # alpha bands are masks, not bands
+        parts.append(da.sel(band=keep))
+    out = parts[0] if len(parts) == 1 else xr.concat(parts, dim="band")
+    out = out.assign_coords(band=list(scene.band_names))
+    out.name = Path(scene.paths[0]).stem
+    out.attrs[SCENE_ATTR] = list(scene.paths)
+    return out
+
+
+def _scene(x: xr.DataArray | Scene | str | Path | Sequence[str | Path], bands: str | None) -> tuple[Scene, str | None]:
+    """The :class:`Scene` behind ``x``; a DataArray must be a whole scene from :func:`open_scene` (band subsets allowed)."""
+    if isinstance(x, Scene):
+        return x, bands
+    if not isinstance(x, xr.DataArray):
+        return scene_of(x), bands  # type: ignore[arg-type]
+    if SCENE_ATTR not in x.attrs:
+        raise InputError("encode takes a scene from geodino.open_scene (or a path): write other arrays to a GeoTIFF (da.rio.to_raster)")
+    scene = scene_of(x.attrs[SCENE_ATTR])
+    if tuple(x.shape[-2:]) != scene.shape or tuple(x.rio.transform())[:6] != tuple(scene.transform)[:6]:
+        raise InputError(
+            "encode needs the whole scene as geodino.open_scene returns it (this one was cropped or resampled): "
+            "write the part to a GeoTIFF first (da.rio.to_raster) and encode that"
+        )
+    if bands is None and [str(b) for b in x["band"].values] != list(scene.band_names):
+        bands = ",".join(str(b) for b in x["band"].values)
+    return scene, bands
+
+
+def encode(
+    scene: xr.DataArray | Scene | str | Path | Sequence[str | Path],
+    model: str | FeatureExtractor | DinoVisionTransformer = "dinov3_vitl16_sat493m",
+    weights: str | None = None,
+    layers: str | Sequence[int] | None = None,
+    tile: int = 512,
+    overlap: int = 64,
+    chunk: int = 128,
+    batch_size: int = 4,
+    sensor: str | None = None,
+    bands: str | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+) -> xr.DataArray:
+    """Lazy features ``(feature, y, x)`` of ``scene`` on the patch grid (cell = 16x16 pixels), CRS and
+    cell-centre coordinates set, the run's record in ``attrs``. One dask block per ``chunk x chunk`` cells.
+
+    ``model``: a spec name (built once per process or worker, with ``weights``: a checkpoint, HF folder
+    or ``"random"``), or a built :class:`FeatureExtractor` / backbone.
+    """
+    import dask
+    import dask.array as da
+
+    scene, bands = _scene(scene, bands)
+    if isinstance(model, str):
+        ref: ModelRef | None = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision)
+        extractor = ref.extractor()  # type: ignore[union-attr]
+    else:
+        ref = None
+        extractor = FeatureExtractor(model, layers, device, precision) if isinstance(model, DinoVisionTransformer) else model
+    options = EncodeOptions(tile, overlap, batch_size, fmt="zarr", sensor=sensor, bands=bands)
+    plan = make_plan(scene, options, extractor.patch)
+    blocks = BlockPlan(plan, chunk)
+    adapter = make_adapter(scene, getattr(extractor, "in_bands", 3), sensor, bands)
+    name = f"geodino-encode-{uuid.uuid4().hex[:12]}"
+    held = ref if ref is not None else dask.delayed(extractor, name=f"{name}-model", traverse=False)
+    d = extractor.dim
+    rows: list[list[da.Array]] = [[] for _ in range(blocks.shape[0])]
+    for b in blocks.blocks():
+        call = dask.delayed(encode_block, pure=False, traverse=False)
+        task = call(scene, plan, adapter, held, options, b, dask_key_name=f"{name}-{b.key}")
+        rows[b.i].append(da.from_delayed(task, shape=(d, *b.shape), dtype=np.float32, name=f"{name}-array-{b.key}"))
+    fgeo = feature_geobox(scene.geobox, plan.patch)
+    y, x = cell_centres(fgeo)
+    meta = run_metadata(scene, plan, adapter, extractor, options, None, 0)
+    meta.pop("tiles_skipped_empty")
+    attrs = {k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in meta.items()}
+    names = band_names(extractor.layers, extractor.embed_dim, None)
+    out = xr.DataArray(da.block(rows), dims=("feature", "y", "x"), coords={"feature": names, "y": y, "x": x}, attrs=attrs, name="features")
+    return out.rio.write_crs(fgeo.crs.to_wkt()).rio.write_transform(fgeo.affine).rio.write_nodata(np.nan, encoded=False)

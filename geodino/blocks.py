@@ -1,0 +1,147 @@
+"""Blocks of the feature grid, each encoded on its own through the same engine as a whole scene.
+
+A block is a ``chunk x chunk`` square of feature cells (the Zarr chunk of a distributed run). It is
+encoded by running, through :func:`~geodino.engine.stream_tiles` and the :class:`~geodino.stitch.Stitcher`,
+the sub-plan of every tile of the scene-wide plan that touches it, in the same order, and keeping
+only the block's own cells. In dask's ``map_overlap`` vocabulary: ``depth`` = tile - patch pixels of
+halo, ``boundary`` none (pixels past the scene are invalid, as in the whole-scene run), ``trim`` to the
+block. So a block's cells equal the whole-scene run's bit for bit, whichever worker computes them.
+
+The backbone travels to workers as a :class:`ModelRef` (names, not weights) and is built once per
+process, on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import rasterio
+import torch
+
+from geodino.adapter import BandAdapter
+from geodino.engine import EncodeOptions, stream_tiles
+from geodino.errors import InputError
+from geodino.features import FeatureExtractor
+from geodino.scene import Scene
+from geodino.stitch import Stitcher
+from geodino.tiling import TilePlan
+from geodino.writer import GDAL_CACHE_MB
+
+
+@dataclass(frozen=True)
+class Block:
+    """Feature cells ``[row0, row1) x [col0, col1)``; ``(i, j)`` is its place in the block grid."""
+
+    i: int
+    j: int
+    row0: int
+    row1: int
+    col0: int
+    col1: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.i}_{self.j}"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.row1 - self.row0, self.col1 - self.col0
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """The feature grid of ``plan`` cut into ``chunk x chunk``-cell blocks (the last ones smaller)."""
+
+    plan: TilePlan
+    chunk: int = 128
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1:
+            raise InputError(f"--chunk {self.chunk}: give a block side of at least 1 feature cell")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Blocks ``(rows, cols)``."""
+        h, w = self.plan.grid_shape
+        return -(-h // self.chunk), -(-w // self.chunk)
+
+    def __len__(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def blocks(self) -> Iterator[Block]:
+        h, w = self.plan.grid_shape
+        c = self.chunk
+        for i in range(self.shape[0]):
+            for j in range(self.shape[1]):
+                yield Block(i, j, i * c, min((i + 1) * c, h), j * c, min((j + 1) * c, w))
+
+    @property
+    def depth(self) -> int:
+        """Halo in pixels read around a block (at most): a tile touching its edge cell reaches this far."""
+        return self.plan.tile - self.plan.patch
+
+    def tiles_run(self) -> int:
+        """Tiles run over all blocks (halo tiles are run once per block they touch)."""
+        return sum(len(self.plan.for_cells(b.row0, b.row1, b.col0, b.col1)) for b in self.blocks())
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a worker needs to build the extractor: spec name, weights, layers, device, precision, band mixer.
+
+    ``threads`` (torch CPU threads in the worker) is not part of the model's identity.
+    """
+
+    model: str
+    weights: str | None = None
+    layers: tuple[int, ...] = (-1,)
+    device: str = "auto"
+    precision: str = "fp32"
+    mixer: str | None = None
+    threads: int | None = field(default=None, compare=False)
+
+    def extractor(self) -> FeatureExtractor:
+        """The extractor, built on first use in this process and kept (one per ref)."""
+        with _LOCK:
+            if self not in _EXTRACTORS:
+                from geodino.models import build_model
+                from geodino.models.multiband import BandMixer
+
+                if self.threads:
+                    torch.set_num_threads(self.threads)
+                mixer = BandMixer.load(self.mixer) if self.mixer else None
+                net = build_model(self.model, self.weights)
+                _EXTRACTORS[self] = FeatureExtractor(net, list(self.layers), self.device, self.precision, mixer)
+            return _EXTRACTORS[self]
+
+
+_EXTRACTORS: dict[ModelRef, FeatureExtractor] = {}
+_LOCK = threading.Lock()
+
+
+def loaded_models() -> int:
+    """How many extractors this process has built (one per worker per run, whatever the number of blocks)."""
+    return len(_EXTRACTORS)
+
+
+def encode_block(
+    scene: Scene, plan: TilePlan, adapter: BandAdapter, model: ModelRef | FeatureExtractor, options: EncodeOptions, block: Block
+) -> np.ndarray:
+    """Features of one block, ``(D, rows, cols)`` float32 (NaN where no valid input), equal to the same cells
+    of a whole-scene run with the same plan, adapter and model."""
+    extractor = model.extractor() if isinstance(model, ModelRef) else model
+    sub = plan.for_cells(block.row0, block.row1, block.col0, block.col1)
+    r0, r1, c0, c1 = sub.cell_bounds
+    buf = np.full((r1 - r0, c1 - c0, extractor.dim), np.nan, np.float32)
+
+    def sink(row: int, rows: np.ndarray) -> None:
+        buf[row - r0 : row - r0 + rows.shape[0]] = rows
+
+    stitcher = Stitcher(sub, extractor.dim, sink, options.blend_floor)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        stream_tiles(scene, sub, adapter, extractor, options, lambda d, out, cv, *_: stitcher.add(d.tile, out, cv), stitcher.finish_row)
+    own = buf[block.row0 - r0 : block.row1 - r0, block.col0 - c0 : block.col1 - c0]
+    return np.ascontiguousarray(own.transpose(2, 0, 1))

@@ -1,0 +1,172 @@
+"""Encoding a scene block by block on a dask scheduler into one resumable Zarr store.
+
+Schedulers: dask's threaded scheduler in this process (the default), a local ``dask.distributed``
+cluster of ``workers`` processes, or an existing cluster at ``scheduler`` (an address such as
+``tcp://host:8786``). Workers read their own windows of the scene (pixels never travel through the
+scheduler), build the backbone once per process from a :class:`~geodino.blocks.ModelRef`, and write
+their blocks straight into the store (:mod:`geodino.runstore`); nothing is gathered whole.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from geodino.adapter import BandAdapter, make_adapter
+from geodino.blocks import Block, BlockPlan, ModelRef, encode_block
+from geodino.engine import EncodeOptions, band_names, make_plan, run_metadata
+from geodino.errors import InputError
+from geodino.runstore import ZarrRun, write_block
+from geodino.scene import Scene, open_scene
+from geodino.tiling import TilePlan, feature_geobox
+from geodino.writer import check_output
+
+#: ``progress(blocks_done, blocks_total)``
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """Everything a worker needs for one block (a small picklable value): encode it, write it, mark it done."""
+
+    scene: Scene
+    plan: TilePlan
+    adapter: BandAdapter
+    model: ModelRef
+    options: EncodeOptions
+    run_folder: str
+
+    def __call__(self, block: Block) -> str:
+        data = encode_block(self.scene, self.plan, self.adapter, self.model, self.options, block)
+        write_block(self.run_folder, block, data, self.options.dtype)
+        return block.key
+
+
+@dataclass
+class ZarrResult:
+    out: Path
+    grid_shape: tuple[int, int]
+    bands: int
+    blocks: int
+    blocks_resumed: int
+    tiles_run: int
+    seconds: float
+    scheduler: str
+    metadata: dict[str, object]
+
+
+def encode_to_zarr(
+    scene: Scene | str | Path | list[str],
+    out: str | Path,
+    model: ModelRef,
+    options: EncodeOptions = EncodeOptions(fmt="zarr"),
+    chunk: int = 128,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> ZarrResult:
+    """Encode ``scene`` into the Zarr store ``out`` in ``chunk x chunk``-cell blocks; resumes an interrupted run.
+
+    ``scheduler``: None or ``"threads"`` (this process), or a ``dask.distributed`` address; ``workers``: start
+    a local cluster of that many processes. The values equal ``encode_scene`` with the same settings.
+    """
+    t0 = time.perf_counter()
+    check_request(options, chunk, scheduler, workers)
+    out = check_output(out, "zarr", overwrite=True)
+    run = ZarrRun(out)
+    if out.exists() and not options.overwrite:
+        raise InputError(f"{out} exists: pass --overwrite to replace it")
+    if not isinstance(scene, Scene):
+        scene = open_scene(scene)
+    extractor = model.extractor()  # checks the weights before any worker starts; reused by the threaded scheduler
+    plan = make_plan(scene, options, extractor.patch)
+    blocks = BlockPlan(plan, chunk)
+    adapter = make_adapter(scene, extractor.in_bands, options.sensor, options.bands)
+    meta = run_metadata(scene, plan, adapter, extractor, options, None, 0)
+    meta.pop("tiles_skipped_empty")
+    meta["blocks"] = {"chunk": chunk, "count": len(blocks), "depth_px": blocks.depth, "tiles_run": blocks.tiles_run()}
+    fingerprint = {k: v for k, v in meta.items() if k != "created"}
+    names = band_names(extractor.layers, extractor.embed_dim, None)
+    fgeo = feature_geobox(scene.geobox, plan.patch)
+    done = run.prepare(fingerprint, fgeo, names, options.dtype, chunk, meta, options.overwrite)
+    todo = [b for b in blocks.blocks() if b.key not in done]
+    job = BlockJob(scene, plan, adapter, model, options, str(run.folder))
+    if progress:
+        progress(len(done), len(blocks))
+    where = run_blocks(job, todo, scheduler, workers, lambda n: progress(len(done) + n, len(blocks)) if progress else None)
+    missing = len(blocks) - len(run.done())
+    if missing:
+        raise InputError(f"{missing} blocks were not written: re-run the same command to finish {out}")
+    run.finish()
+    seconds = time.perf_counter() - t0
+    return ZarrResult(out, plan.grid_shape, len(names), len(blocks), len(done), meta["blocks"]["tiles_run"], seconds, where, meta)  # type: ignore[index]
+
+
+def check_request(options: EncodeOptions, chunk: int, scheduler: str | None, workers: int | None) -> None:
+    """Refuse, before any work, what a block-wise run cannot do."""
+    if options.pca or options.tokens:
+        raise InputError("--pca and --tokens are not available for block-wise Zarr runs: encode to a COG for them")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: give at least 1")
+    if workers is not None and scheduler not in (None, "threads"):
+        raise InputError("give either --scheduler ADDRESS (an existing cluster) or --workers N (a local one), not both")
+    BlockPlan(TilePlan(16, 16, 32, 0), chunk)  # chunk >= 1
+
+
+def run_blocks(
+    job: Callable[[Block], str], todo: list[Block], scheduler: str | None, workers: int | None, done: Callable[[int], None]
+) -> str:
+    """Run ``job`` on every block with the chosen scheduler; ``done(n)`` after each. Returns what ran it."""
+    if scheduler in (None, "threads") and workers is None:
+        return _run_threads(job, todo, done)
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    if workers is not None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        job = _with_threads(job, threads)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        where = f"local cluster of {workers} processes x {threads} torch thread{'s' if threads > 1 else ''}"
+    else:
+        cluster, where = None, f"dask.distributed at {scheduler}"
+    try:
+        with Client(cluster or scheduler, timeout="20s") as client:
+            futures = client.map(job, todo, pure=False)
+            for n, fut in enumerate(as_completed(futures), 1):
+                fut.result()
+                done(n)
+    except OSError as exc:
+        raise InputError(f"cannot reach the dask scheduler {scheduler}: {exc}") from None
+    finally:
+        if cluster is not None:
+            cluster.close()
+    return where
+
+
+def _with_threads(job: Callable[[Block], str], threads: int) -> Callable[[Block], str]:
+    if isinstance(job, BlockJob):
+        from dataclasses import replace
+
+        return replace(job, model=replace(job.model, threads=threads))
+    return job
+
+
+def _run_threads(job: Callable[[Block], str], todo: list[Block], done: Callable[[int], None]) -> str:
+    """Dask's threaded scheduler, one block at a time (torch already uses every core for one block)."""
+    import dask
+    from dask.callbacks import Callback
+
+    count = 0
+
+    def posttask(key: object, result: object, dsk: object, state: object, worker_id: object) -> None:
+        nonlocal count
+        if isinstance(result, str):
+            count += 1
+            done(count)
+
+    tasks = [dask.delayed(job, pure=False, traverse=False)(b, dask_key_name=f"geodino-block-{b.key}") for b in todo]
+    with Callback(posttask=posttask):
+        dask.compute(*tasks, scheduler="threads", num_workers=1)
+    return "dask threaded scheduler"

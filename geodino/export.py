@@ -1,0 +1,38 @@
+"""Feature Zarr store -> COG: streamed strip by strip through the same writer as ``geodino encode``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+
+from geodino.errors import InputError
+from geodino.writer import BLOCK, FeatureWriter
+
+#: bytes of features held per strip while exporting
+STRIP_BYTES = 256 * 2**20
+
+
+def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overwrite: bool = False) -> Path:
+    """Write the COG ``out`` from a feature store ``(band, y, x)`` written by ``geodino encode --format zarr``:
+    same grid, CRS, band names and ``GEODINO_*`` tags (plus ``GEODINO_EXPORTED_FROM``). Atomic, like encode."""
+    from geodino.explore import open_features
+
+    src = Path(store)
+    if not (src / ".zmetadata").exists() and not (src / "zarr.json").exists():
+        raise InputError(f"{src} is not a Zarr store written by geodino encode --format zarr")
+    feats = open_features(src)
+    if feats.rio.crs is None:
+        raise InputError(f"{src} has no CRS (spatial_ref): not a geodino feature store")
+    d, h, w = (feats.sizes[k] for k in ("feature", "y", "x"))
+    geobox = GeoBox((h, w), feats.rio.transform(), feats.rio.crs.to_wkt())
+    names = [str(n) for n in feats["feature"].values]
+    meta = {k: v for k, v in feats.attrs.items() if not k.startswith("_") and k not in ("long_name", "units")}
+    meta["exported_from"] = str(src)
+    rows = max(1, min(BLOCK, STRIP_BYTES // max(1, w * d * 4)))
+    with FeatureWriter(out, geobox, d, "cog", dtype, overwrite) as writer:
+        for r0 in range(0, h, rows):
+            strip = np.asarray(feats.isel(y=slice(r0, r0 + rows)).values, dtype=np.float32)
+            writer.write_rows(r0, strip.transpose(1, 2, 0))
+        return writer.finish(meta, names)

@@ -1,0 +1,121 @@
+"""A resumable Zarr output, written block by block by any number of workers.
+
+While running, everything lives in ``.<name>.geodino-run/`` beside the output:
+
+- ``run.json``: the run's fingerprint (scene, model and weights hash, layers, adapter, tile plan, chunk, dtype);
+- ``features.zarr``: the store, created up front with its grid, coordinates, CRS and attributes; each
+  block writes its own chunk-aligned region (no two blocks share a chunk, so no locks are needed);
+- ``done/<i>_<j>``: a marker written after a block's region is on disk.
+
+Re-running the same command skips the blocks with markers (a block killed half-way has none and is
+written again in full). When all blocks are done the store is moved to ``out`` and the folder removed,
+so ``out`` never exists half-written. A different command on the same output is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+
+from geodino.blocks import Block
+from geodino.errors import InputError
+from geodino.tiling import cell_centres
+
+
+def _jsonable(value: object) -> object:
+    return json.loads(json.dumps(value, default=str))
+
+
+class ZarrRun:
+    """The run folder of one Zarr output; :meth:`prepare` creates or resumes it."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.folder = self.out.with_name(f".{self.out.name}.geodino-run")
+        self.store = self.folder / "features.zarr"
+        self.done_dir = self.folder / "done"
+
+    def done(self) -> set[str]:
+        """Keys of the finished blocks."""
+        return {p.name for p in self.done_dir.iterdir() if not p.name.startswith(".")} if self.done_dir.is_dir() else set()
+
+    def prepare(
+        self,
+        fingerprint: dict[str, object],
+        geobox: GeoBox,
+        names: Sequence[str],
+        dtype: str,
+        chunk: int,
+        attrs: dict[str, object],
+        overwrite: bool,
+    ) -> set[str]:
+        """Create the run folder and an empty store, or resume a run with the same fingerprint. Returns finished block keys."""
+        fingerprint = _jsonable(fingerprint)  # type: ignore[assignment]
+        record = self.folder / "run.json"
+        if self.folder.exists():
+            old = json.loads(record.read_text()) if record.exists() else None
+            if old == fingerprint and (self.store / ".zmetadata").exists():
+                return self.done()
+            if not overwrite:
+                raise InputError(
+                    f"{self.folder} holds an unfinished run with other settings: re-run that command to finish it, "
+                    "or pass --overwrite to start again"
+                )
+            shutil.rmtree(self.folder)
+        self.done_dir.mkdir(parents=True)
+        try:
+            _create_store(self.store, geobox, names, dtype, chunk, attrs)
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+        record.write_text(json.dumps(fingerprint, indent=1))
+        return set()
+
+    def finish(self) -> Path:
+        """Move the complete store to ``out`` (replacing it) and remove the run folder."""
+        from geodino.writer import remove_path
+
+        remove_path(self.out)
+        os.replace(self.store, self.out)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return self.out
+
+
+def write_block(run_folder: str, block: Block, data: np.ndarray, dtype: str) -> None:
+    """Write ``data`` ``(D, rows, cols)`` into the block's region of the store, then mark the block done."""
+    import zarr
+
+    folder = Path(run_folder)
+    arr = zarr.open_array(store=str(folder / "features.zarr" / "features"), mode="r+")
+    arr[:, block.row0 : block.row1, block.col0 : block.col1] = data.astype(dtype)
+    marker = folder / "done" / block.key
+    tmp = marker.with_name(f".{block.key}.{os.getpid()}")
+    tmp.write_text("")
+    os.replace(tmp, marker)
+
+
+def _create_store(store: Path, geobox: GeoBox, names: Sequence[str], dtype: str, chunk: int, attrs: dict[str, object]) -> None:
+    """An empty store laid out as ``geodino encode --format zarr`` writes it: ``features (band, y, x)``,
+    ``band_name`` coordinate, CRS and transform in ``spatial_ref``, the run's record in attrs."""
+    import dask.array as da
+    import rioxarray  # noqa: F401  (registers .rio)
+    import xarray as xr
+
+    h, w = geobox.shape.yx
+    a = geobox.affine
+    d = len(names)
+    data = da.full((d, h, w), np.nan, dtype=dtype, chunks=(d, chunk, chunk))
+    y, x = cell_centres(geobox)
+    coords = {"band": np.arange(1, d + 1), "y": y, "x": x, "band_name": ("band", list(names))}
+    flat = {k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in attrs.items()}
+    arr = xr.DataArray(data, dims=("band", "y", "x"), coords=coords, attrs=flat)
+    arr = arr.rio.write_crs(geobox.crs.to_wkt()).rio.write_transform(a).rio.write_nodata(np.nan, encoded=False)
+    ds = arr.to_dataset(name="features")
+    ds.attrs = flat
+    ds.to_zarr(store, mode="w", compute=False, consolidated=True, zarr_format=2)

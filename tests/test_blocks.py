@@ -1,0 +1,106 @@
+"""Block-wise encoding: sub-plans of the scene-wide tile plan stitch to exactly the whole-scene values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import geodino
+from geodino.adapter import make_adapter
+from geodino.blocks import BlockPlan, ModelRef, encode_block, loaded_models
+from geodino.engine import EncodeOptions, encode_scene, make_plan
+from geodino.errors import InputError
+from geodino.scene import open_scene
+from geodino.tiling import TilePlan
+from tests.scenes import PatchProbe, coordinate_raster, write_raster
+
+
+def test_block_plan_partitions_the_grid_and_sub_plans_hold_every_touching_tile() -> None:
+    plan = TilePlan(1000, 700, 128, 32)  # 63 x 44 cells, tiles of 8 cells every 6
+    blocks = BlockPlan(plan, 10)
+    assert blocks.shape == (7, 5) and len(blocks) == 35 and blocks.depth == 112
+    cover = np.zeros(plan.grid_shape, int)
+    for b in blocks.blocks():
+        cover[b.row0 : b.row1, b.col0 : b.col1] += 1
+        sub = plan.for_cells(b.row0, b.row1, b.col0, b.col1)
+        touching = {
+            (t.row, t.col)
+            for t in plan.tiles()
+            if t.cell_row < b.row1 and t.cell_row + t.cells > b.row0 and t.cell_col < b.col1 and t.cell_col + t.cells > b.col0
+        }
+        assert {(t.row, t.col) for t in sub.tiles()} == touching and len(sub) == len(touching)
+        r0, r1, c0, c1 = sub.cell_bounds
+        assert r0 <= b.row0 and r1 >= b.row1 and c0 <= b.col0 and c1 >= b.col1
+    assert (cover == 1).all()
+    assert blocks.tiles_run() > len(plan)  # halo tiles run once per block they touch
+    assert BlockPlan(plan, 64).tiles_run() == len(plan)  # one block: the whole plan
+    with pytest.raises(InputError, match="--chunk 0"):
+        BlockPlan(plan, 0)
+    with pytest.raises(ValueError, match="not inside"):
+        plan.for_cells(0, 64, 0, 10)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    h=st.integers(1, 200),
+    w=st.integers(1, 200),
+    tile_cells=st.integers(2, 6),
+    overlap_cells=st.integers(0, 5),
+    chunk=st.integers(1, 9),
+    batch=st.integers(1, 4),
+)
+def test_blocks_equal_the_whole_scene_bit_for_bit(tmp_path_factory, h, w, tile_cells, overlap_cells, chunk, batch) -> None:
+    overlap_cells = min(overlap_cells, tile_cells - 1)
+    d = tmp_path_factory.mktemp("blk")
+    src = write_raster(d / "s.tif", coordinate_raster(h, w))
+    options = EncodeOptions(tile=16 * tile_cells, overlap=16 * overlap_cells, batch_size=batch)
+    res = encode_scene(src, d / "whole.tif", PatchProbe(), options)
+    with rasterio.open(res.out) as ds:
+        whole = ds.read()
+    scene = open_scene(src)
+    plan, adapter = make_plan(scene, options), make_adapter(scene, 3)
+    blocks = BlockPlan(plan, chunk)
+    out = np.full_like(whole, -1.0)
+    for b in blocks.blocks():  # another batch size: tiles do not depend on their batch mates
+        out[:, b.row0 : b.row1, b.col0 : b.col1] = encode_block(scene, plan, adapter, PatchProbe(), EncodeOptions(batch_size=1), b)
+    np.testing.assert_array_equal(out, whole)
+
+
+def test_lazy_encode_equals_encode_scene_and_builds_the_model_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = write_raster(tmp_path / "s.tif", coordinate_raster(300, 250))
+    scene = geodino.open_scene(src)
+    assert scene.dims == ("band", "y", "x") and scene.rio.crs == "EPSG:32633" and list(scene["band"].values) == ["1", "2", "3"]
+    import geodino.models as models
+
+    builds = []
+    real = models.build_model
+    monkeypatch.setattr(models, "build_model", lambda *a, **k: builds.append(a) or real(*a, **k))
+    before = loaded_models()
+    feats = geodino.encode(scene, model="geodino_tiny_swiglu", weights="random", tile=64, overlap=16, chunk=5)
+    assert feats.dims == ("feature", "y", "x") and feats.shape == (64, 19, 16) and feats.chunks[1] == (5, 5, 5, 4)
+    assert feats.rio.crs == "EPSG:32633" and feats.rio.transform() == scene.rio.transform() @ Affine.scale(16)
+    values = feats.compute()
+    assert len(builds) == 1 and loaded_models() == before + 1  # one build for the 16 blocks
+    ref = ModelRef("geodino_tiny_swiglu", "random")
+    res = encode_scene(src, tmp_path / "whole.tif", ref.extractor(), EncodeOptions(tile=64, overlap=16))
+    with rasterio.open(res.out) as ds:
+        np.testing.assert_array_equal(values.values, ds.read())
+        np.testing.assert_allclose(values["x"].values[:2], [ds.xy(0, 0)[0], ds.xy(0, 1)[0]])
+    assert len(builds) == 1
+
+
+def test_lazy_encode_refuses_a_cropped_scene_and_takes_band_subsets(tmp_path: Path) -> None:
+    src = write_raster(tmp_path / "s.tif", coordinate_raster(100, 100))
+    scene = geodino.open_scene(src)
+    with pytest.raises(InputError, match="whole scene"):
+        geodino.encode(scene.isel(x=slice(0, 50)), model=PatchProbe())
+    with pytest.raises(InputError, match=r"geodino\.open_scene"):
+        geodino.encode(scene.copy(data=scene.values).drop_attrs(), model=PatchProbe())
+    feats = geodino.encode(scene.sel(band=["3", "2", "1"]), model=PatchProbe(), tile=64, overlap=16)
+    assert '"indexes":[2,1,0]' in feats.attrs["adapter"].replace(" ", "")

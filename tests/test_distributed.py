@@ -1,0 +1,115 @@
+"""Block-wise Zarr runs from the shell: a 2-process dask cluster equals the single-process CLI bit for bit,
+a run killed with SIGKILL resumes to the same result, and ``export`` writes the COG from the store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from rio_cogeo.cogeo import cog_validate
+
+from geodino.explore import open_features
+from geodino.synthetic import write_scene
+from tests.test_cli_encode import assert_one_line_error, run
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = ("--tile", "128", "--overlap", "32")
+
+
+def cli(*args: object, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def read_cog(path: Path) -> tuple[np.ndarray, object, object, tuple[str, ...]]:
+    with rasterio.open(path) as ds:
+        return ds.read(), ds.transform, ds.crs, ds.descriptions
+
+
+def test_two_worker_processes_equal_the_single_process_cli(tmp_path: Path, make_checkpoint) -> None:
+    src = write_scene(tmp_path / "scene.tif", 700, 530)
+    model = ("--model", "geodino_tiny_mlp", "--weights", make_checkpoint("geodino_tiny_mlp", seed=3))
+    single = cli("encode", src, tmp_path / "single.tif", *model, *PLAN)
+    assert single.returncode == 0, single.stderr
+    dist = cli("encode", src, tmp_path / "dist.zarr", *model, *PLAN, "--format", "zarr", "--chunk", "12", "--workers", "2")
+    assert dist.returncode == 0, dist.stderr
+    assert "local cluster of 2 processes" in dist.stdout and "12 blocks of 12x12 cells" in dist.stdout, dist.stdout
+    assert "12/12 blocks" in dist.stderr
+    ref, transform, crs, names = read_cog(tmp_path / "single.tif")
+    feats = open_features(tmp_path / "dist.zarr")
+    assert feats.rio.transform() == transform and feats.rio.crs == crs and tuple(feats["feature"].values) == names
+    assert feats.data.chunksize == (64, 12, 12)
+    np.testing.assert_array_equal(feats.values, ref)  # bit for bit, fp32 both
+    assert '"count": 12' in feats.attrs["blocks"] and feats.attrs["weights_sha256"] != "random"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-geodino_tiny_mlp-3", "dist.zarr", "scene.tif", "single.tif"]
+
+    exported = cli("export", tmp_path / "dist.zarr", tmp_path / "exported.tif")
+    assert exported.returncode == 0, exported.stderr
+    values, t2, crs2, names2 = read_cog(tmp_path / "exported.tif")
+    np.testing.assert_array_equal(values, ref)
+    assert (t2, crs2, names2) == (transform, crs, names)
+    assert cog_validate(tmp_path / "exported.tif")[0]
+    with rasterio.open(tmp_path / "exported.tif") as ds:
+        assert ds.tags()["GEODINO_EXPORTED_FROM"] == str(tmp_path / "dist.zarr") and "GEODINO_WEIGHTS_SHA256" in ds.tags()
+
+
+def test_a_run_killed_part_way_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    src = write_scene(tmp_path / "scene.tif", 512, 512)
+    args = ("encode", src, tmp_path / "out.zarr", "--model", "geodino_tiny_mlp", "--weights", "random", *PLAN, "--format", "zarr")
+    args += ("--chunk", "4")
+    done = tmp_path / ".out.zarr.geodino-run" / "done"
+    command = [sys.executable, str(ROOT / "cli.py"), *map(str, args)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (done.is_dir() and len(list(done.iterdir())) >= 8) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    finished = len(list(done.iterdir()))
+    assert 8 <= finished < 64 and not (tmp_path / "out.zarr").exists()  # part way, nothing at the output yet
+
+    other = cli(*args[:-2], "--chunk", "6")
+    assert other.returncode == 2 and "unfinished run with other settings" in other.stderr  # the partial run is kept
+    resumed = cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{finished} done before (resumed)" in resumed.stdout
+    assert not (tmp_path / ".out.zarr.geodino-run").exists()
+
+    whole = cli(*args[:2], tmp_path / "whole.zarr", *args[3:])
+    assert whole.returncode == 0, whole.stderr
+    a, b = xr.open_zarr(tmp_path / "out.zarr"), xr.open_zarr(tmp_path / "whole.zarr")
+    np.testing.assert_array_equal(a["features"].values, b["features"].values)
+    assert a.attrs["blocks"] == b.attrs["blocks"] and a.attrs["adapter"] == b.attrs["adapter"]
+    assert cli(*args[:2], tmp_path / "single.tif", *args[3:-4]).returncode == 0
+    np.testing.assert_array_equal(a["features"].values, read_cog(tmp_path / "single.tif")[0])
+
+
+def test_block_runs_refuse_bad_requests_in_one_line(tmp_path: Path) -> None:
+    src = write_scene(tmp_path / "scene.tif", 64, 64)
+    tiny = ("--model", "geodino_tiny_mlp", "--weights", "random")
+    assert_one_line_error(run("encode", src, tmp_path / "o.tif", *tiny, "--workers", "2"), "--format zarr")
+    assert_one_line_error(run("encode", src, tmp_path / "o.zarr", *tiny, "--format", "zarr", "--workers", "0"), "--workers 0")
+    assert_one_line_error(run("encode", src, tmp_path / "o.zarr", *tiny, "--format", "zarr", "--chunk", "0"), "--chunk 0")
+    both = run("encode", src, tmp_path / "o.zarr", *tiny, "--format", "zarr", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1")
+    assert_one_line_error(both, "not both")
+    assert_one_line_error(run("export", tmp_path / "none.zarr", tmp_path / "o.tif"), "not a Zarr store")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+@pytest.mark.parametrize("dtype", ["float16"])
+def test_block_runs_store_half_floats_like_the_streaming_writer(tmp_path: Path, dtype: str) -> None:
+    src = write_scene(tmp_path / "scene.tif", 200, 160)
+    tiny = ("--model", "geodino_tiny_mlp", "--weights", "random", *PLAN, "--dtype", dtype)
+    assert run("encode", src, tmp_path / "a.tif", *tiny).exit_code == 0
+    assert run("encode", src, tmp_path / "b.zarr", *tiny, "--format", "zarr", "--chunk", "5").exit_code == 0
+    z = xr.open_zarr(tmp_path / "b.zarr")["features"]
+    assert z.dtype == np.float16
+    np.testing.assert_array_equal(z.values.astype(np.float32), read_cog(tmp_path / "a.tif")[0])
