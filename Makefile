@@ -39,6 +39,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/encode_speed.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/canopy_speed.py
+	$(BIN)/python bench/scaleout_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -48,7 +48,7 @@ def main() -> None:
     sync = torch.cuda.synchronize if predictor.device.type == "cuda" else (lambda: None)
     options = EncodeOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, overwrite=True)
     if args.workers is not None:
-        options = dataclasses.replace(options, workers=args.workers)
+        options = dataclasses.replace(options, read_threads=args.workers)
     t_model, t_e2e, inner = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         scene = write_scene(Path(tmp) / "scene.tif", args.size)

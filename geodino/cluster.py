@@ -18,7 +18,7 @@ from pathlib import Path
 from geodino.adapter import BandAdapter, make_adapter
 from geodino.blocks import Block, BlockPlan, ModelRef, encode_block
 from geodino.engine import EncodeOptions, band_names, make_plan, run_metadata
-from geodino.errors import InputError
+from geodino.errors import GeodinoError, InputError
 from geodino.runstore import ZarrRun, write_block
 from geodino.scene import Scene, open_scene
 from geodino.tiling import TilePlan, feature_geobox
@@ -67,11 +67,13 @@ def encode_to_zarr(
     scheduler: str | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
+    threads: int | None = None,
 ) -> ZarrResult:
     """Encode ``scene`` into the Zarr store ``out`` in ``chunk x chunk``-cell blocks; resumes an interrupted run.
 
     ``scheduler``: None or ``"threads"`` (this process), or a ``dask.distributed`` address; ``workers``: start
-    a local cluster of that many processes. The values equal ``encode_scene`` with the same settings.
+    a local cluster of that many processes (1 dask thread and ``threads`` torch threads each, default
+    cores / workers). The values equal ``encode_scene`` with the same settings.
     """
     t0 = time.perf_counter()
     check_request(options, chunk, scheduler, workers)
@@ -96,7 +98,13 @@ def encode_to_zarr(
     job = BlockJob(scene, plan, adapter, model, options, str(run.folder))
     if progress:
         progress(len(done), len(blocks))
-    where = run_blocks(job, todo, scheduler, workers, lambda n: progress(len(done) + n, len(blocks)) if progress else None)
+    try:
+        where = run_blocks(job, todo, scheduler, workers, lambda n: progress(len(done) + n, len(blocks)) if progress else None, threads)
+    except KeyboardInterrupt:
+        n = len(run.done())
+        raise GeodinoError(
+            f"interrupted: {n} of {len(blocks)} blocks are kept in {run.folder}; run the same command again to resume"
+        ) from None
     missing = len(blocks) - len(run.done())
     if missing:
         raise InputError(f"{missing} blocks were not written: re-run the same command to finish {out}")
@@ -117,7 +125,12 @@ def check_request(options: EncodeOptions, chunk: int, scheduler: str | None, wor
 
 
 def run_blocks(
-    job: Callable[[Block], str], todo: list[Block], scheduler: str | None, workers: int | None, done: Callable[[int], None]
+    job: Callable[[Block], str],
+    todo: list[Block],
+    scheduler: str | None,
+    workers: int | None,
+    done: Callable[[int], None],
+    threads: int | None = None,
 ) -> str:
     """Run ``job`` on every block with the chosen scheduler; ``done(n)`` after each. Returns what ran it."""
     if scheduler in (None, "threads") and workers is None:
@@ -125,7 +138,7 @@ def run_blocks(
     from dask.distributed import Client, LocalCluster, as_completed
 
     if workers is not None:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = threads or max(1, (os.cpu_count() or 1) // workers)
         job = _with_threads(job, threads)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         where = f"local cluster of {workers} processes x {threads} torch thread{'s' if threads > 1 else ''}"

@@ -16,6 +16,7 @@ import rasterio
 import xarray as xr
 from rio_cogeo.cogeo import cog_validate
 
+from geodino.engine import encode_scene
 from geodino.explore import open_features
 from geodino.synthetic import write_scene
 from tests.test_cli_encode import assert_one_line_error, run
@@ -113,3 +114,25 @@ def test_block_runs_store_half_floats_like_the_streaming_writer(tmp_path: Path, 
     z = xr.open_zarr(tmp_path / "b.zarr")["features"]
     assert z.dtype == np.float16
     np.testing.assert_array_equal(z.values.astype(np.float32), read_cog(tmp_path / "a.tif")[0])
+
+
+def test_an_existing_cluster_by_address_builds_the_model_once_per_worker(tmp_path: Path) -> None:
+    from dask.distributed import Client, LocalCluster
+
+    from geodino.blocks import ModelRef, loaded_models
+    from geodino.cluster import encode_to_zarr
+    from geodino.engine import EncodeOptions
+
+    src = write_scene(tmp_path / "scene.tif", 400, 400)
+    ref = ModelRef("geodino_tiny_swiglu", "random", device="cpu")
+    options = EncodeOptions(tile=128, overlap=32, fmt="zarr")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        seen = []
+        res = encode_to_zarr(
+            src, tmp_path / "f.zarr", ref, options, chunk=5, scheduler=cluster.scheduler_address, progress=lambda d, t: seen.append(d)
+        )
+        per_worker = client.run(loaded_models)
+    assert res.blocks == 25 and seen[-1] == 25 and "dask.distributed at tcp://" in res.scheduler
+    assert sorted(per_worker.values()) == [1, 1]  # 25 blocks, one model per worker process
+    whole = encode_scene(src, tmp_path / "whole.tif", ref.extractor(), EncodeOptions(tile=128, overlap=32))
+    np.testing.assert_array_equal(open_features(res.out).values, read_cog(whole.out)[0])
