@@ -13,7 +13,7 @@ from pyproj import Transformer
 
 from geodino.engine import EncodeOptions, encode_scene
 from geodino.errors import InputError
-from geodino.explore import cell_of, kmeans, open_features, pca_rgb, similarity
+from geodino.explore import cell_of, kmeans, open_features, pca_rgb, plot, similarity
 from geodino.features import FeatureExtractor
 from geodino.models import build_model
 from geodino.synthetic import write_scene
@@ -87,3 +87,30 @@ def test_open_features_reads_an_encoded_cog_lazily_with_its_crs(tmp_path: Path) 
     dz = open_features(z.out)
     assert dz.dims == ("feature", "y", "x") and dz.rio.crs.to_epsg() == 32633 and str(dz.feature.values[-1]) == "L2_0063"
     assert np.allclose(dz.values, da.values, equal_nan=True)
+
+
+def test_plot_draws_on_map_coordinates() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    feats = features(rng.normal(size=(8, 6, 10)))
+    ax = plot(feats)  # features -> their PCA colours
+    assert ax.get_xlim() == (T.c, T.c + 10 * 160) and ax.get_ylim() == (T.f - 6 * 160, T.f)
+    assert "EPSG:32633" in ax.get_xlabel() and ax.get_images()[0].get_array().shape == (6, 10, 3)
+    ax = plot(kmeans(feats, 3))  # classes: nearest, masked below 0, with a colour bar
+    assert ax.get_images()[0].get_interpolation() == "nearest" and len(ax.figure.axes) == 2
+    plt.close("all")
+
+
+def test_open_scene_stacks_band_files_lazily(tmp_path: Path) -> None:
+    import geodino
+    from tests.scenes import write_raster
+
+    files = [write_raster(tmp_path / f"L8_B{b}.tif", np.full((1, 20, 30), b, np.uint16)) for b in (4, 3, 2)]
+    da = geodino.open_scene(files)
+    assert da.dims == ("band", "y", "x") and list(da["band"].values) == ["B4", "B3", "B2"] and da.chunks is not None
+    assert da.attrs["geodino_scene"] == [str(f) for f in files] and da.rio.crs == "EPSG:32633"
+    np.testing.assert_array_equal(da.values[:, 0, 0], [4, 3, 2])
