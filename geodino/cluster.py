@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from geodino.adapter import BandAdapter, make_adapter
@@ -93,24 +93,30 @@ def encode_to_zarr(
     fingerprint = {k: v for k, v in meta.items() if k != "created"}
     names = band_names(extractor.layers, extractor.embed_dim, None)
     fgeo = feature_geobox(scene.geobox, plan.patch)
-    done = run.prepare(fingerprint, fgeo, names, options.dtype, chunk, meta, options.overwrite)
-    todo = [b for b in blocks.blocks() if b.key not in done]
-    job = BlockJob(scene, plan, adapter, model, options, str(run.folder))
-    if progress:
-        progress(len(done), len(blocks))
-    try:
-        where = run_blocks(job, todo, scheduler, workers, lambda n: progress(len(done) + n, len(blocks)) if progress else None, threads)
-    except KeyboardInterrupt:
-        n = len(run.done())
-        raise GeodinoError(
-            f"interrupted: {n} of {len(blocks)} blocks are kept in {run.folder}; run the same command again to resume"
-        ) from None
+    with BlockRunner(scheduler, workers, threads) as runner:  # connected before anything is written
+        fresh = not run.folder.exists()
+        done = run.prepare(fingerprint, fgeo, names, options.dtype, chunk, meta, options.overwrite)
+        todo = [b for b in blocks.blocks() if b.key not in done]
+        job = BlockJob(scene, plan, adapter, model, options, str(run.folder))
+        if progress:
+            progress(len(done), len(blocks))
+        try:
+            runner.run(job, todo, lambda n: progress(len(done) + n, len(blocks)) if progress else None)
+        except KeyboardInterrupt:
+            n = len(run.done())
+            raise GeodinoError(
+                f"interrupted: {n} of {len(blocks)} blocks kept in {run.folder}; run the same command again to resume"
+            ) from None
+        except BaseException:
+            if fresh and not run.done():  # nothing worth resuming: leave nothing behind
+                run.discard()
+            raise
     missing = len(blocks) - len(run.done())
     if missing:
         raise InputError(f"{missing} blocks were not written: re-run the same command to finish {out}")
     run.finish()
     seconds = time.perf_counter() - t0
-    return ZarrResult(out, plan.grid_shape, len(names), len(blocks), len(done), meta["blocks"]["tiles_run"], seconds, where, meta)  # type: ignore[index]
+    return ZarrResult(out, plan.grid_shape, len(names), len(blocks), len(done), meta["blocks"]["tiles_run"], seconds, runner.where, meta)  # type: ignore[index]
 
 
 def check_request(options: EncodeOptions, chunk: int, scheduler: str | None, workers: int | None) -> None:
@@ -124,49 +130,60 @@ def check_request(options: EncodeOptions, chunk: int, scheduler: str | None, wor
     BlockPlan(TilePlan(16, 16, 32, 0), chunk)  # chunk >= 1
 
 
-def run_blocks(
-    job: Callable[[Block], str],
-    todo: list[Block],
-    scheduler: str | None,
-    workers: int | None,
-    done: Callable[[int], None],
-    threads: int | None = None,
-) -> str:
-    """Run ``job`` on every block with the chosen scheduler; ``done(n)`` after each. Returns what ran it."""
-    if scheduler in (None, "threads") and workers is None:
-        return _run_threads(job, todo, done)
-    from dask.distributed import Client, LocalCluster, as_completed
+class BlockRunner:
+    """Where blocks run: dask's threaded scheduler (``scheduler`` None or ``"threads"``), a local cluster of
+    ``workers`` processes (1 dask thread and ``threads`` torch threads each, default cores / workers), or the
+    ``dask.distributed`` cluster at the address ``scheduler``. Entering starts or connects to it."""
 
-    if workers is not None:
-        threads = threads or max(1, (os.cpu_count() or 1) // workers)
-        job = _with_threads(job, threads)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        where = f"local cluster of {workers} processes x {threads} torch thread{'s' if threads > 1 else ''}"
-    else:
-        cluster, where = None, f"dask.distributed at {scheduler}"
-    try:
-        with Client(cluster or scheduler, timeout="20s") as client:
-            futures = client.map(job, todo, pure=False)
-            for n, fut in enumerate(as_completed(futures), 1):
-                fut.result()
-                done(n)
-    except OSError as exc:
-        raise InputError(f"cannot reach the dask scheduler {scheduler}: {exc}") from None
-    finally:
-        if cluster is not None:
-            cluster.close()
-    return where
+    def __init__(self, scheduler: str | None = None, workers: int | None = None, threads: int | None = None) -> None:
+        self.scheduler, self.workers = scheduler, workers
+        self.threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers else None)
+        self.client: object = None
+        self.cluster: object = None
+        if workers is not None:
+            t = self.threads
+            self.where = f"local cluster of {workers} processes x {t} torch thread{'s' if t != 1 else ''}"
+        elif scheduler not in (None, "threads"):
+            self.where = f"dask.distributed at {scheduler}"
+        else:
+            self.where = "dask threaded scheduler"
+
+    def __enter__(self) -> BlockRunner:
+        if self.where == "dask threaded scheduler":
+            return self
+        from dask.distributed import Client, LocalCluster
+
+        try:
+            if self.workers is not None:
+                self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            self.client = Client(self.cluster or self.scheduler)  # connect timeout: dask config distributed.comm.timeouts.connect
+        except OSError as exc:
+            self.__exit__()
+            raise InputError(f"cannot reach the dask scheduler {self.scheduler}: {exc}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for part in (self.client, self.cluster):
+            if part is not None:
+                part.close()  # type: ignore[attr-defined]
+        self.client = self.cluster = None
+
+    def run(self, job: Callable[[Block], str], todo: list[Block], done: Callable[[int], None]) -> None:
+        """Run ``job`` on every block; ``done(n)`` after each."""
+        if self.client is None:
+            _run_threads(job, todo, done)
+            return
+        from dask.distributed import as_completed
+
+        if self.workers is not None and isinstance(job, BlockJob):
+            job = replace(job, model=replace(job.model, threads=self.threads))
+        futures = self.client.map(job, todo, pure=False)  # type: ignore[attr-defined]
+        for n, fut in enumerate(as_completed(futures), 1):
+            fut.result()
+            done(n)
 
 
-def _with_threads(job: Callable[[Block], str], threads: int) -> Callable[[Block], str]:
-    if isinstance(job, BlockJob):
-        from dataclasses import replace
-
-        return replace(job, model=replace(job.model, threads=threads))
-    return job
-
-
-def _run_threads(job: Callable[[Block], str], todo: list[Block], done: Callable[[int], None]) -> str:
+def _run_threads(job: Callable[[Block], str], todo: list[Block], done: Callable[[int], None]) -> None:
     """Dask's threaded scheduler, one block at a time (torch already uses every core for one block)."""
     import dask
     from dask.callbacks import Callback
@@ -182,4 +199,3 @@ def _run_threads(job: Callable[[Block], str], todo: list[Block], done: Callable[
     tasks = [dask.delayed(job, pure=False, traverse=False)(b, dask_key_name=f"geodino-block-{b.key}") for b in todo]
     with Callback(posttask=posttask):
         dask.compute(*tasks, scheduler="threads", num_workers=1)
-    return "dask threaded scheduler"

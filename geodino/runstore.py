@@ -77,6 +77,10 @@ class ZarrRun:
         record.write_text(json.dumps(fingerprint, indent=1))
         return set()
 
+    def discard(self) -> None:
+        """Remove the run folder (a run that failed before finishing any block)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
     def finish(self) -> Path:
         """Move the complete store to ``out`` (replacing it) and remove the run folder."""
         from geodino.writer import remove_path

@@ -136,3 +136,12 @@ def test_an_existing_cluster_by_address_builds_the_model_once_per_worker(tmp_pat
     assert sorted(per_worker.values()) == [1, 1]  # 25 blocks, one model per worker process
     whole = encode_scene(src, tmp_path / "whole.tif", ref.extractor(), EncodeOptions(tile=128, overlap=32))
     np.testing.assert_array_equal(open_features(res.out).values, read_cog(whole.out)[0])
+
+
+def test_an_unreachable_scheduler_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    src = write_scene(tmp_path / "scene.tif", 64, 64)
+    env = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"}
+    args = ("--model", "geodino_tiny_mlp", "--weights", "random", "--format", "zarr", "--scheduler", "tcp://127.0.0.1:9")
+    r = cli("encode", src, tmp_path / "o.zarr", *args, env=env)
+    assert r.returncode == 2 and r.stderr.splitlines()[-1].startswith("geodino: error: cannot reach the dask scheduler tcp://127.0.0.1:9")
+    assert "Traceback" not in r.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
