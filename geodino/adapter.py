@@ -15,6 +15,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
 
 from geodino.errors import InputError
 from geodino.scene import Scene, canonical_band
@@ -73,14 +74,15 @@ def _decimated(scene: Scene, indexes: tuple[int, ...], side: int = STATS_SIDE) -
     h, w = scene.shape
     f = max(1.0, max(h, w) / side)
     out_h, out_w = max(1, round(h / f)), max(1, round(w / f))
+    window = Window(scene.offset[1], scene.offset[0], w, h)
     bands, mask = [], None
     for i in indexes:
         path, b = scene.band_sources[i]
         try:
             with rasterio.open(path) as ds:
-                bands.append(ds.read(b, out_shape=(out_h, out_w), resampling=Resampling.nearest))
+                bands.append(ds.read(b, window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest))
                 if scene.has_mask and mask is None:
-                    mask = ds.dataset_mask(out_shape=(out_h, out_w), resampling=Resampling.nearest) > 0
+                    mask = ds.dataset_mask(window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest) > 0
         except RasterioIOError as exc:
             detail = str(exc.__cause__ or exc).splitlines()[0]
             raise InputError(f"cannot read {path} (band {b}) for scene statistics: {detail}") from None

@@ -50,7 +50,7 @@ def open_scene(paths: str | Path | Sequence[str | Path], chunks: dict[str, int] 
 
 
 def _scene(x: xr.DataArray | Scene | str | Path | Sequence[str | Path], bands: str | None) -> tuple[Scene, str | None]:
-    """The :class:`Scene` behind ``x``; a DataArray must be a whole scene from :func:`open_scene` (band subsets allowed)."""
+    """The :class:`Scene` behind ``x``: a DataArray from :func:`open_scene`, whole or a contiguous crop, band subsets allowed."""
     if isinstance(x, Scene):
         return x, bands
     if not isinstance(x, xr.DataArray):
@@ -58,14 +58,23 @@ def _scene(x: xr.DataArray | Scene | str | Path | Sequence[str | Path], bands: s
     if SCENE_ATTR not in x.attrs:
         raise InputError("encode takes a scene from geodino.open_scene (or a path): write other arrays to a GeoTIFF (da.rio.to_raster)")
     scene = scene_of(x.attrs[SCENE_ATTR])
-    if tuple(x.shape[-2:]) != scene.shape or tuple(x.rio.transform())[:6] != tuple(scene.transform)[:6]:
-        raise InputError(
-            "encode needs the whole scene as geodino.open_scene returns it (this one was cropped or resampled): "
-            "write the part to a GeoTIFF first (da.rio.to_raster) and encode that"
-        )
+    if tuple(x.shape[-2:]) != scene.shape or tuple(x.rio.transform(recalc=True))[:6] != tuple(scene.transform)[:6]:
+        scene = _crop(scene, x)
     if bands is None and [str(b) for b in x["band"].values] != list(scene.band_names):
         bands = ",".join(str(b) for b in x["band"].values)
     return scene, bands
+
+
+def _crop(scene: Scene, x: xr.DataArray) -> Scene:
+    """The crop of ``scene`` that ``x`` (sliced from it with ``isel``/``sel``) covers; refuses resampled arrays."""
+    f, t = scene.transform, x.rio.transform(recalc=True)
+    col, row = (t.c - f.c) / f.a, (t.f - f.f) / f.e
+    if not np.allclose((t.a, t.b, t.d, t.e), (f.a, f.b, f.d, f.e)) or abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        raise InputError(
+            "encode takes the scene from geodino.open_scene or a contiguous crop of it (isel/sel on y and x); "
+            "this one is resampled or shifted: write it to a GeoTIFF first (da.rio.to_raster) and encode that"
+        )
+    return scene.crop(round(row), round(col), x.sizes["y"], x.sizes["x"])
 
 
 def encode(

@@ -220,7 +220,7 @@ def run_metadata(
         "version": geodino.__version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "scene": list(scene.paths),
-        "scene_grid": {"shape": list(scene.shape), "transform": list(scene.transform)[:6], "crs": scene.crs},
+        "scene_grid": {"shape": list(scene.shape), "transform": list(scene.transform)[:6], "crs": scene.crs, "offset": list(scene.offset)},
         **model,
         "content": f"PCA of patch features, {pca.k} components" if pca else "DINOv3 patch features, one vector per 16x16-pixel patch",
         "adapter": adapter.record(),

@@ -78,7 +78,8 @@ class SceneReader:
         valid = np.zeros((height, width), bool)
         if r1 <= r0 or c1 <= c0:
             return raw, valid
-        win = Window(c0, r0, c1 - c0, r1 - r0)
+        oy, ox = self.scene.offset  # a cropped scene reads its part of the files
+        win = Window(c0 + ox, r0 + oy, c1 - c0, r1 - r0)
         inner = (slice(r0 - row_off, r1 - row_off), slice(c0 - col_off, c1 - col_off))
         mask = None
         try:

@@ -11,7 +11,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,19 @@ class Scene:
     nodata: float | None
     has_mask: bool  # an internal/per-dataset mask or alpha band declares invalid pixels
     tags: tuple[tuple[str, str], ...] = ()
+    offset: tuple[int, int] = (0, 0)  # (row, col) of the scene's first pixel in its files (a crop)
+
+    def __repr__(self) -> str:
+        crop = f", crop at row {self.offset[0]} col {self.offset[1]}" if self.offset != (0, 0) else ""
+        return f"Scene({self.describe()}; bands {', '.join(self.band_names)}; {', '.join(Path(p).name for p in self.paths)}{crop})"
+
+    def crop(self, row: int, col: int, height: int, width: int) -> Scene:
+        """The part ``[row, row + height) x [col, col + width)`` (pixels of this scene) as a scene of its own."""
+        h, w = self.shape
+        if not (height > 0 and width > 0 and 0 <= row <= h - height and 0 <= col <= w - width):
+            raise InputError(f"crop rows {row}-{row + height}, cols {col}-{col + width} is not inside the {w}x{h} scene")
+        geobox = GeoBox((height, width), self.transform @ Affine.translation(col, row), self.geobox.crs)
+        return replace(self, geobox=geobox, offset=(self.offset[0] + row, self.offset[1] + col))
 
     @property
     def shape(self) -> tuple[int, int]:

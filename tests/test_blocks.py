@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from geodino.engine import EncodeOptions, encode_scene, make_plan
 from geodino.errors import InputError
 from geodino.scene import open_scene
 from geodino.tiling import TilePlan
-from tests.scenes import PatchProbe, coordinate_raster, write_raster
+from tests.scenes import TRANSFORM, PatchProbe, coordinate_raster, write_raster
 
 
 def test_block_plan_partitions_the_grid_and_sub_plans_hold_every_touching_tile() -> None:
@@ -95,11 +96,25 @@ def test_lazy_encode_equals_encode_scene_and_builds_the_model_once(tmp_path: Pat
     assert len(builds) == 1
 
 
-def test_lazy_encode_refuses_a_cropped_scene_and_takes_band_subsets(tmp_path: Path) -> None:
+def test_lazy_encode_of_a_crop_equals_encoding_the_cropped_file(tmp_path: Path) -> None:
+    data = coordinate_raster(300, 280)
+    src = write_raster(tmp_path / "s.tif", data)
+    part = geodino.open_scene(src).isel(y=slice(37, 237), x=slice(101, 270))  # offsets not on the 16-px grid
+    feats = geodino.encode(part, model=PatchProbe(), tile=64, overlap=16, chunk=4).compute()
+    crop = write_raster(tmp_path / "crop.tif", data[:, 37:237, 101:270], transform=TRANSFORM @ Affine.translation(101, 37))
+    res = encode_scene(crop, tmp_path / "crop_f.tif", PatchProbe(), EncodeOptions(tile=64, overlap=16))
+    with rasterio.open(res.out) as ds:
+        np.testing.assert_array_equal(feats.values, ds.read())  # pixels, statistics and grid all from the crop
+        assert feats.rio.transform() == ds.transform and feats.shape[1:] == (13, 11)
+    assert json.loads(feats.attrs["scene_grid"])["offset"] == [37, 101]
+    assert repr(open_scene(src).crop(37, 101, 200, 169)).endswith("crop at row 37 col 101)")
+
+
+def test_lazy_encode_refuses_resampled_arrays_and_takes_band_subsets(tmp_path: Path) -> None:
     src = write_raster(tmp_path / "s.tif", coordinate_raster(100, 100))
     scene = geodino.open_scene(src)
-    with pytest.raises(InputError, match="whole scene"):
-        geodino.encode(scene.isel(x=slice(0, 50)), model=PatchProbe())
+    with pytest.raises(InputError, match="resampled or shifted"):
+        geodino.encode(scene.isel(x=slice(0, 50, 2)), model=PatchProbe())
     with pytest.raises(InputError, match=r"geodino\.open_scene"):
         geodino.encode(scene.copy(data=scene.values).drop_attrs(), model=PatchProbe())
     feats = geodino.encode(scene.sel(band=["3", "2", "1"]), model=PatchProbe(), tile=64, overlap=16)
