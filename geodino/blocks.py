@@ -88,6 +88,15 @@ class BlockPlan:
         return sum(len(self.plan.for_cells(b.row0, b.row1, b.col0, b.col1)) for b in self.blocks())
 
 
+def auto_chunk(plan: TilePlan, workers: int = 1, largest: int = 256, smallest: int = 64) -> int:
+    """Default block side in cells: ``largest`` (halo tiles then cost at most ~17 % for tiles of 512/64),
+    halved down to ``smallest`` until each of several workers gets at least two blocks."""
+    c = largest
+    while workers > 1 and c > smallest and len(BlockPlan(plan, c)) < 2 * workers:
+        c //= 2
+    return c
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """What a worker needs to build the extractor: spec name, weights, layers, device, precision, band mixer.
@@ -134,14 +143,16 @@ def encode_block(
     of a whole-scene run with the same plan, adapter and model."""
     extractor = model.extractor() if isinstance(model, ModelRef) else model
     sub = plan.for_cells(block.row0, block.row1, block.col0, block.col1)
-    r0, r1, c0, c1 = sub.cell_bounds
-    buf = np.full((r1 - r0, c1 - c0, extractor.dim), np.nan, np.float32)
+    c0 = sub.cell_bounds[2]
+    buf = np.full((extractor.dim, *block.shape), np.nan, np.float32)
 
-    def sink(row: int, rows: np.ndarray) -> None:
-        buf[row - r0 : row - r0 + rows.shape[0]] = rows
+    def sink(row: int, rows: np.ndarray) -> None:  # keep the block's own cells of the finished rows
+        lo, hi = max(row, block.row0), min(row + rows.shape[0], block.row1)
+        if lo < hi:
+            part = rows[lo - row : hi - row, block.col0 - c0 : block.col1 - c0]
+            buf[:, lo - block.row0 : hi - block.row0] = part.transpose(2, 0, 1)
 
     stitcher = Stitcher(sub, extractor.dim, sink, options.blend_floor)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         stream_tiles(scene, sub, adapter, extractor, options, lambda d, out, cv, *_: stitcher.add(d.tile, out, cv), stitcher.finish_row)
-    own = buf[block.row0 - r0 : block.row1 - r0, block.col0 - c0 : block.col1 - c0]
-    return np.ascontiguousarray(own.transpose(2, 0, 1))
+    return buf

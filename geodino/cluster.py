@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geodino.adapter import BandAdapter, make_adapter
-from geodino.blocks import Block, BlockPlan, ModelRef, encode_block
+from geodino.blocks import Block, BlockPlan, ModelRef, auto_chunk, encode_block
 from geodino.engine import EncodeOptions, band_names, make_plan, run_metadata
 from geodino.errors import GeodinoError, InputError
 from geodino.runstore import ZarrRun, write_block
@@ -51,11 +51,12 @@ class ZarrResult:
     grid_shape: tuple[int, int]
     bands: int
     blocks: int
+    chunk: int
     blocks_resumed: int
     tiles_run: int
     seconds: float
     scheduler: str
-    metadata: dict[str, object]
+    metadata: dict[str, object] = field(repr=False)
 
 
 def encode_to_zarr(
@@ -63,13 +64,15 @@ def encode_to_zarr(
     out: str | Path,
     model: ModelRef,
     options: EncodeOptions = EncodeOptions(fmt="zarr"),
-    chunk: int = 128,
+    chunk: int | None = None,
     scheduler: str | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
     threads: int | None = None,
 ) -> ZarrResult:
     """Encode ``scene`` into the Zarr store ``out`` in ``chunk x chunk``-cell blocks; resumes an interrupted run.
+
+    ``chunk`` None: that of the unfinished run being resumed, else :func:`~geodino.blocks.auto_chunk` for the workers.
 
     ``scheduler``: None or ``"threads"`` (this process), or a ``dask.distributed`` address; ``workers``: start
     a local cluster of that many processes (1 dask thread and ``threads`` torch threads each, default
@@ -85,15 +88,16 @@ def encode_to_zarr(
         scene = open_scene(scene)
     extractor = model.extractor()  # checks the weights before any worker starts; reused by the threaded scheduler
     plan = make_plan(scene, options, extractor.patch)
-    blocks = BlockPlan(plan, chunk)
     adapter = make_adapter(scene, extractor.in_bands, options.sensor, options.bands)
-    meta = run_metadata(scene, plan, adapter, extractor, options, None, 0)
-    meta.pop("tiles_skipped_empty")
-    meta["blocks"] = {"chunk": chunk, "count": len(blocks), "depth_px": blocks.depth, "tiles_run": blocks.tiles_run()}
-    fingerprint = {k: v for k, v in meta.items() if k != "created"}
     names = band_names(extractor.layers, extractor.embed_dim, None)
     fgeo = feature_geobox(scene.geobox, plan.patch)
     with BlockRunner(scheduler, workers, threads) as runner:  # connected before anything is written
+        chunk = chunk or run.previous_chunk() or auto_chunk(plan, runner.n_workers)
+        blocks = BlockPlan(plan, chunk)
+        meta = run_metadata(scene, plan, adapter, extractor, options, None, 0)
+        meta.pop("tiles_skipped_empty")
+        meta["blocks"] = {"chunk": chunk, "count": len(blocks), "depth_px": blocks.depth, "tiles_run": blocks.tiles_run()}
+        fingerprint = {k: v for k, v in meta.items() if k != "created"}
         fresh = not run.folder.exists()
         done = run.prepare(fingerprint, fgeo, names, options.dtype, chunk, meta, options.overwrite)
         todo = [b for b in blocks.blocks() if b.key not in done]
@@ -116,10 +120,11 @@ def encode_to_zarr(
         raise InputError(f"{missing} blocks were not written: re-run the same command to finish {out}")
     run.finish()
     seconds = time.perf_counter() - t0
-    return ZarrResult(out, plan.grid_shape, len(names), len(blocks), len(done), meta["blocks"]["tiles_run"], seconds, runner.where, meta)  # type: ignore[index]
+    tiles_run = meta["blocks"]["tiles_run"]  # type: ignore[index]
+    return ZarrResult(out, plan.grid_shape, len(names), len(blocks), chunk, len(done), tiles_run, seconds, runner.where, meta)
 
 
-def check_request(options: EncodeOptions, chunk: int, scheduler: str | None, workers: int | None) -> None:
+def check_request(options: EncodeOptions, chunk: int | None, scheduler: str | None, workers: int | None) -> None:
     """Refuse, before any work, what a block-wise run cannot do."""
     if options.pca or options.tokens:
         raise InputError("--pca and --tokens are not available for block-wise Zarr runs: encode to a COG for them")
@@ -127,7 +132,8 @@ def check_request(options: EncodeOptions, chunk: int, scheduler: str | None, wor
         raise InputError(f"--workers {workers}: give at least 1")
     if workers is not None and scheduler not in (None, "threads"):
         raise InputError("give either --scheduler ADDRESS (an existing cluster) or --workers N (a local one), not both")
-    BlockPlan(TilePlan(16, 16, 32, 0), chunk)  # chunk >= 1
+    if chunk is not None:
+        BlockPlan(TilePlan(16, 16, 32, 0), chunk)  # chunk >= 1
 
 
 class BlockRunner:
@@ -157,6 +163,7 @@ class BlockRunner:
             if self.workers is not None:
                 self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None)
             self.client = Client(self.cluster or self.scheduler)  # connect timeout: dask config distributed.comm.timeouts.connect
+            self.n_workers = self.workers or max(1, len(self.client.scheduler_info().get("workers", {})))  # type: ignore[attr-defined]
         except OSError as exc:
             self.__exit__()
             raise InputError(f"cannot reach the dask scheduler {self.scheduler}: {exc}") from None

@@ -27,6 +27,9 @@ from geodino.blocks import Block
 from geodino.errors import InputError
 from geodino.tiling import cell_centres
 
+#: features per Zarr chunk (chunks stay <= 64 MiB of float32 at 256x256 cells, whatever the layers)
+FEATURE_CHUNK = 256
+
 
 def _jsonable(value: object) -> object:
     return json.loads(json.dumps(value, default=str))
@@ -40,6 +43,14 @@ class ZarrRun:
         self.folder = self.out.with_name(f".{self.out.name}.geodino-run")
         self.store = self.folder / "features.zarr"
         self.done_dir = self.folder / "done"
+
+    def previous_chunk(self) -> int | None:
+        """The block side of an unfinished run in the folder, if any (a resume keeps it)."""
+        record = self.folder / "run.json"
+        if not record.exists():
+            return None
+        chunk = json.loads(record.read_text()).get("blocks", {}).get("chunk")
+        return int(chunk) if chunk else None
 
     def done(self) -> set[str]:
         """Keys of the finished blocks."""
@@ -114,7 +125,7 @@ def _create_store(store: Path, geobox: GeoBox, names: Sequence[str], dtype: str,
     h, w = geobox.shape.yx
     a = geobox.affine
     d = len(names)
-    data = da.full((d, h, w), np.nan, dtype=dtype, chunks=(d, chunk, chunk))
+    data = da.full((d, h, w), np.nan, dtype=dtype, chunks=(min(d, FEATURE_CHUNK), chunk, chunk))
     y, x = cell_centres(geobox)
     coords = {"band": np.arange(1, d + 1), "y": y, "x": x, "band_name": ("band", list(names))}
     flat = {k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in attrs.items()}

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import geodino
 from geodino.adapter import make_adapter
-from geodino.blocks import BlockPlan, ModelRef, encode_block, loaded_models
+from geodino.blocks import BlockPlan, ModelRef, auto_chunk, encode_block, loaded_models
 from geodino.engine import EncodeOptions, encode_scene, make_plan
 from geodino.errors import InputError
 from geodino.scene import open_scene
@@ -45,6 +45,12 @@ def test_block_plan_partitions_the_grid_and_sub_plans_hold_every_touching_tile()
         BlockPlan(plan, 0)
     with pytest.raises(ValueError, match="not inside"):
         plan.for_cells(0, 64, 0, 10)
+
+
+def test_auto_chunk_is_256_cells_or_less_to_give_every_worker_two_blocks() -> None:
+    plan = TilePlan(4096, 4096, 512, 64)  # 256 x 256 cells
+    assert [auto_chunk(plan, n) for n in (1, 2, 4, 8, 64)] == [256, 128, 64, 64, 64]
+    assert len(BlockPlan(plan, auto_chunk(plan, 2))) == 4 and auto_chunk(TilePlan(100, 100), 4) == 64
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

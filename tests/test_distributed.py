@@ -79,7 +79,7 @@ def test_a_run_killed_part_way_resumes_to_the_uninterrupted_result(tmp_path: Pat
 
     other = cli(*args[:-2], "--chunk", "6")
     assert other.returncode == 2 and "unfinished run with other settings" in other.stderr  # the partial run is kept
-    resumed = cli(*args)
+    resumed = cli(*args[:-2])  # without --chunk: the unfinished run's block size is kept
     assert resumed.returncode == 0, resumed.stderr
     assert f"{finished} done before (resumed)" in resumed.stdout
     assert not (tmp_path / ".out.zarr.geodino-run").exists()

@@ -64,7 +64,7 @@ def encode_cmd(
     mixer: Annotated[Path | None, typer.Option(help="a trained BandMixer (.pt): --bands selects its N input bands")] = None,
     workers: Annotated[int | None, typer.Option(help="Zarr: start a local dask cluster of N worker processes")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Zarr: 'threads' (default) or a dask.distributed address")] = None,
-    chunk: Annotated[int, typer.Option(help="Zarr: block (and chunk) side in feature cells")] = 128,
+    chunk: Annotated[int | None, typer.Option(help="Zarr: block side in cells [default: 256, less for many workers]")] = None,
 ) -> None:
     """Encode a scene: SCENE... OUT. Tiles on the 16-px patch grid, scene-fixed normalisation, streamed stitching.
 
@@ -104,7 +104,7 @@ def encode_cmd(
 
 def _encode_blocks(
     scene: Scene, out: Path, model: str, weights: str | None, layers: str, device: str, precision: str,
-    mixer: Path | None, options: EncodeOptions, chunk: int, scheduler: str | None, workers: int | None,
+    mixer: Path | None, options: EncodeOptions, chunk: int | None, scheduler: str | None, workers: int | None,
 ) -> None:  # fmt: skip
     check_request(options, chunk, scheduler, workers)
     if out.exists() and not options.overwrite:
@@ -123,7 +123,7 @@ def _encode_blocks(
     rows, cols = res.grid_shape
     resumed = f", {res.blocks_resumed} done before (resumed)" if res.blocks_resumed else ""
     console.print(
-        f"wrote {res.out}: {cols}x{rows} cells x {res.bands} bands, {scene.crs}, {res.blocks} blocks of {chunk}x{chunk} cells"
+        f"wrote {res.out}: {cols}x{rows} cells x {res.bands} bands, {scene.crs}, {res.blocks} blocks of {res.chunk}x{res.chunk} cells"
         f"{resumed}, {res.tiles_run} tiles run (halos included) on the {res.scheduler} in {res.seconds:.1f} s"
     )
 
