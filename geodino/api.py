@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from geodino.adapter import make_adapter
-from geodino.blocks import BlockPlan, ModelRef, encode_block
+from geodino.blocks import BlockPlan, ModelRef, auto_chunk, encode_block
 from geodino.engine import EncodeOptions, band_names, make_plan, run_metadata
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, parse_layers
@@ -65,6 +65,16 @@ def _scene(x: xr.DataArray | Scene | str | Path | Sequence[str | Path], bands: s
     return scene, bands
 
 
+def _active_workers() -> int:
+    """Workers of the active ``dask.distributed`` client, if any (1 otherwise)."""
+    try:
+        from dask.distributed import default_client
+
+        return max(1, len(default_client().scheduler_info().get("workers", {})))
+    except (ImportError, ValueError):
+        return 1
+
+
 def _crop(scene: Scene, x: xr.DataArray) -> Scene:
     """The crop of ``scene`` that ``x`` (sliced from it with ``isel``/``sel``) covers; refuses resampled arrays."""
     f, t = scene.transform, x.rio.transform(recalc=True)
@@ -84,7 +94,7 @@ def encode(
     layers: str | Sequence[int] | None = None,
     tile: int = 512,
     overlap: int = 64,
-    chunk: int = 128,
+    chunk: int | None = None,
     batch_size: int = 4,
     sensor: str | None = None,
     bands: str | None = None,
@@ -92,7 +102,8 @@ def encode(
     precision: str = "fp32",
 ) -> xr.DataArray:
     """Lazy features ``(feature, y, x)`` of ``scene`` on the patch grid (cell = 16x16 pixels), CRS and
-    cell-centre coordinates set, the run's record in ``attrs``. One dask block per ``chunk x chunk`` cells.
+    cell-centre coordinates set, the run's record in ``attrs``. One dask block per ``chunk x chunk`` cells
+    (default 256, less when an active ``dask.distributed`` client has several workers).
 
     ``model``: a spec name (built once per process or worker, with ``weights``: a checkpoint, HF folder
     or ``"random"``), or a built :class:`FeatureExtractor` / backbone.
@@ -109,7 +120,7 @@ def encode(
         extractor = FeatureExtractor(model, layers, device, precision) if isinstance(model, DinoVisionTransformer) else model
     options = EncodeOptions(tile, overlap, batch_size, fmt="zarr", sensor=sensor, bands=bands)
     plan = make_plan(scene, options, extractor.patch)
-    blocks = BlockPlan(plan, chunk)
+    blocks = BlockPlan(plan, chunk or auto_chunk(plan, _active_workers()))
     adapter = make_adapter(scene, getattr(extractor, "in_bands", 3), sensor, bands)
     name = f"geodino-encode-{uuid.uuid4().hex[:12]}"
     held = ref if ref is not None else dask.delayed(extractor, name=f"{name}-model", traverse=False)
