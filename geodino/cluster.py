@@ -96,7 +96,10 @@ def encode_to_zarr(
         blocks = BlockPlan(plan, chunk)
         meta = run_metadata(scene, plan, adapter, extractor, options, None, 0)
         meta.pop("tiles_skipped_empty")
-        meta["blocks"] = {"chunk": chunk, "count": len(blocks), "depth_px": blocks.depth, "tiles_run": blocks.tiles_run()}
+        meta["blocks"] = {
+            "chunk": chunk, "count": len(blocks), "depth_px": blocks.depth, "boundary": "none (past the scene is invalid)",
+            "trim": True, "tiles_run": blocks.tiles_run(),
+        }  # fmt: skip
         fingerprint = {k: v for k, v in meta.items() if k != "created"}
         fresh = not run.folder.exists()
         done = run.prepare(fingerprint, fgeo, names, options.dtype, chunk, meta, options.overwrite)
