@@ -149,6 +149,7 @@ class BlockRunner:
         self.threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers else None)
         self.client: object = None
         self.cluster: object = None
+        self.n_workers = workers or 1  # a remote cluster's count is known once connected
         if workers is not None:
             t = self.threads
             self.where = f"local cluster of {workers} processes x {t} torch thread{'s' if t != 1 else ''}"

@@ -71,9 +71,10 @@ class ZarrRun:
         record = self.folder / "run.json"
         if self.folder.exists():
             old = json.loads(record.read_text()) if record.exists() else None
-            if old == fingerprint and (self.store / ".zmetadata").exists():
+            complete = old is not None and (self.store / ".zmetadata").exists()
+            if complete and old == fingerprint:
                 return self.done()
-            if not overwrite:
+            if complete and not overwrite:  # (an incomplete folder was cut short while being set up: start again)
                 raise InputError(
                     f"{self.folder} holds an unfinished run with other settings: re-run that command to finish it, "
                     "or pass --overwrite to start again"

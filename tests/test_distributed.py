@@ -120,18 +120,18 @@ def test_an_existing_cluster_by_address_builds_the_model_once_per_worker(tmp_pat
     from dask.distributed import Client, LocalCluster
 
     from geodino.blocks import ModelRef, loaded_models
-    from geodino.cluster import encode_to_zarr
+    from geodino.cluster import BlockRunner, encode_to_zarr
     from geodino.engine import EncodeOptions
 
     src = write_scene(tmp_path / "scene.tif", 400, 400)
     ref = ModelRef("geodino_tiny_swiglu", "random", device="cpu")
     options = EncodeOptions(tile=128, overlap=32, fmt="zarr")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        seen = []
-        res = encode_to_zarr(
-            src, tmp_path / "f.zarr", ref, options, chunk=5, scheduler=cluster.scheduler_address, progress=lambda d, t: seen.append(d)
-        )
+        seen, address = [], cluster.scheduler_address
+        res = encode_to_zarr(src, tmp_path / "f.zarr", ref, options, chunk=5, scheduler=address, progress=lambda d, t: seen.append(d))
         per_worker = client.run(loaded_models)
+        with BlockRunner(address) as runner:  # a remote cluster's workers are counted (for the default block size)
+            assert runner.n_workers == 2 and runner.where == f"dask.distributed at {address}"
     assert res.blocks == 25 and seen[-1] == 25 and "dask.distributed at tcp://" in res.scheduler
     assert sorted(per_worker.values()) == [1, 1]  # 25 blocks, one model per worker process
     whole = encode_scene(src, tmp_path / "whole.tif", ref.extractor(), EncodeOptions(tile=128, overlap=32))
@@ -145,3 +145,12 @@ def test_an_unreachable_scheduler_is_one_line_and_leaves_nothing(tmp_path: Path)
     r = cli("encode", src, tmp_path / "o.zarr", *args, env=env)
     assert r.returncode == 2 and r.stderr.splitlines()[-1].startswith("geodino: error: cannot reach the dask scheduler tcp://127.0.0.1:9")
     assert "Traceback" not in r.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+def test_a_run_folder_cut_short_while_being_set_up_starts_again_with_default_blocks(tmp_path: Path) -> None:
+    src = write_scene(tmp_path / "scene.tif", 100, 100)
+    (tmp_path / ".o.zarr.geodino-run" / "done").mkdir(parents=True)  # killed before its store and run.json were written
+    r = run("encode", src, tmp_path / "o.zarr", "--model", "geodino_tiny_mlp", "--weights", "random", *PLAN, "--format", "zarr")
+    assert r.exit_code == 0, r.output
+    assert "1 blocks of 256x256 cells" in r.stdout and "dask threaded scheduler" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr", "scene.tif"]
