@@ -152,5 +152,5 @@ def test_a_run_folder_cut_short_while_being_set_up_starts_again_with_default_blo
     (tmp_path / ".o.zarr.geodino-run" / "done").mkdir(parents=True)  # killed before its store and run.json were written
     r = run("encode", src, tmp_path / "o.zarr", "--model", "geodino_tiny_mlp", "--weights", "random", *PLAN, "--format", "zarr")
     assert r.exit_code == 0, r.output
-    assert "1 blocks of 256x256 cells" in r.stdout and "dask threaded scheduler" in r.stdout
+    assert "1 block of 256x256 cells" in r.stdout and "dask threaded scheduler" in r.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr", "scene.tif"]

@@ -64,7 +64,7 @@ def encode_cmd(
     mixer: Annotated[Path | None, typer.Option(help="a trained BandMixer (.pt): --bands selects its N input bands")] = None,
     workers: Annotated[int | None, typer.Option(help="Zarr: start a local dask cluster of N worker processes")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Zarr: 'threads' (default) or a dask.distributed address")] = None,
-    chunk: Annotated[int | None, typer.Option(help="Zarr: block side in cells [default: 256, less for many workers]")] = None,
+    chunk: Annotated[int | None, typer.Option(help="Zarr: block side in cells (default 256, less for many workers)")] = None,
 ) -> None:
     """Encode a scene: SCENE... OUT. Tiles on the 16-px patch grid, scene-fixed normalisation, streamed stitching.
 
@@ -122,8 +122,9 @@ def _encode_blocks(
         res = encode_to_zarr(scene, out, ref, options, chunk, scheduler, workers, progress)
     rows, cols = res.grid_shape
     resumed = f", {res.blocks_resumed} done before (resumed)" if res.blocks_resumed else ""
+    blocks = f"{res.blocks} block{'s' if res.blocks != 1 else ''} of {res.chunk}x{res.chunk} cells"
     console.print(
-        f"wrote {res.out}: {cols}x{rows} cells x {res.bands} bands, {scene.crs}, {res.blocks} blocks of {res.chunk}x{res.chunk} cells"
+        f"wrote {res.out}: {cols}x{rows} cells x {res.bands} bands, {scene.crs}, {blocks}"
         f"{resumed}, {res.tiles_run} tiles run (halos included) on the {res.scheduler} in {res.seconds:.1f} s"
     )
 
