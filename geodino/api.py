@@ -45,7 +45,8 @@ def open_scene(paths: str | Path | Sequence[str | Path], chunks: dict[str, int] 
     out = parts[0] if len(parts) == 1 else xr.concat(parts, dim="band")
     out = out.assign_coords(band=list(scene.band_names))
     out.name = Path(scene.paths[0]).stem
-    out.attrs[SCENE_ATTR] = list(scene.paths)
+    out.attrs[SCENE_ATTR] = list(scene.paths)  # shown in the repr
+    out.encoding[SCENE_ATTR] = list(scene.paths)  # kept by selections, dropped by arithmetic, where, astype
     return out
 
 
@@ -57,11 +58,23 @@ def _scene(x: xr.DataArray | Scene | str | Path | Sequence[str | Path], bands: s
         return scene_of(x), bands  # type: ignore[arg-type]
     if SCENE_ATTR not in x.attrs:
         raise InputError("encode takes a scene from geodino.open_scene (or a path): write other arrays to a GeoTIFF (da.rio.to_raster)")
-    scene = scene_of(x.attrs[SCENE_ATTR])
+    if SCENE_ATTR not in x.encoding:
+        raise InputError(
+            "this array's values were changed after geodino.open_scene (arithmetic, where, astype): encode reads the "
+            "scene's files, so write the changed array to a GeoTIFF (da.rio.to_raster) and encode that"
+        )
+    if x.ndim != 3 or x.sizes.get("y", 0) == 0 or x.sizes.get("x", 0) == 0:
+        raise InputError(
+            f"encode needs a (band, y, x) array with pixels, got dims {dict(x.sizes)}: keep band as a list, e.g. isel(band=[0])"
+        )
+    scene = scene_of(x.encoding[SCENE_ATTR])
     if tuple(x.shape[-2:]) != scene.shape or tuple(x.rio.transform(recalc=True))[:6] != tuple(scene.transform)[:6]:
         scene = _crop(scene, x)
-    if bands is None and [str(b) for b in x["band"].values] != list(scene.band_names):
-        bands = ",".join(str(b) for b in x["band"].values)
+    chosen = [str(b) for b in x["band"].values]
+    if chosen != list(scene.band_names):
+        if bands is not None:
+            raise InputError("give the bands either as a band subset of the array or as bands=..., not both")
+        bands = ",".join(chosen)
     return scene, bands
 
 
@@ -104,6 +117,9 @@ def encode(
     """Lazy features ``(feature, y, x)`` of ``scene`` on the patch grid (cell = 16x16 pixels), CRS and
     cell-centre coordinates set, the run's record in ``attrs``. One dask block per ``chunk x chunk`` cells
     (default 256, less when an active ``dask.distributed`` client has several workers).
+
+    A DataArray names the files to read (and, through selections, the part and the bands); its values
+    are not used, so an array whose values were changed is refused.
 
     ``model``: a spec name (built once per process or worker, with ``weights``: a checkpoint, HF folder
     or ``"random"``), or a built :class:`FeatureExtractor` / backbone.

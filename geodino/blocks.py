@@ -131,6 +131,17 @@ _EXTRACTORS: dict[ModelRef, FeatureExtractor] = {}
 _LOCK = threading.Lock()
 
 
+def release(ref: ModelRef | None = None) -> None:
+    """Forget this process's extractor for ``ref`` (all of them for None), so its memory can be freed."""
+    with _LOCK:
+        if ref is None:
+            _EXTRACTORS.clear()
+        else:
+            _EXTRACTORS.pop(ref, None)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def loaded_models() -> int:
     """How many extractors this process has built (one per worker per run, whatever the number of blocks)."""
     return len(_EXTRACTORS)

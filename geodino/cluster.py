@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geodino.adapter import BandAdapter, make_adapter
-from geodino.blocks import Block, BlockPlan, ModelRef, auto_chunk, encode_block
+from geodino.blocks import Block, BlockPlan, ModelRef, auto_chunk, encode_block, release
 from geodino.engine import EncodeOptions, band_names, make_plan, run_metadata
 from geodino.errors import GeodinoError, InputError
 from geodino.runstore import ZarrRun, write_block
@@ -40,9 +40,14 @@ class BlockJob:
     run_folder: str
 
     def __call__(self, block: Block) -> str:
-        data = encode_block(self.scene, self.plan, self.adapter, self.model, self.options, block)
-        write_block(self.run_folder, block, data, self.options.dtype)
-        return block.key
+        try:
+            data = encode_block(self.scene, self.plan, self.adapter, self.model, self.options, block)
+        except GeodinoError as exc:  # re-raised bare: a chained GDAL error would not survive the trip back
+            error = type(exc)(*exc.args)
+        else:
+            write_block(self.run_folder, block, data, self.options.dtype)
+            return block.key
+        raise error
 
 
 @dataclass
@@ -80,44 +85,49 @@ def encode_to_zarr(
     """
     t0 = time.perf_counter()
     check_request(options, chunk, scheduler, workers)
-    out = check_output(out, "zarr", overwrite=True)
+    out = Path(os.path.abspath(check_output(out, "zarr", overwrite=True)))  # workers may run in other folders
     run = ZarrRun(out)
     if out.exists() and not options.overwrite:
         raise InputError(f"{out} exists: pass --overwrite to replace it")
-    if not isinstance(scene, Scene):
-        scene = open_scene(scene)
+    scene = (scene if isinstance(scene, Scene) else open_scene(scene)).absolute()
     extractor = model.extractor()  # checks the weights before any worker starts; reused by the threaded scheduler
     plan = make_plan(scene, options, extractor.patch)
     adapter = make_adapter(scene, extractor.in_bands, options.sensor, options.bands)
     names = band_names(extractor.layers, extractor.embed_dim, None)
     fgeo = feature_geobox(scene.geobox, plan.patch)
-    with BlockRunner(scheduler, workers, threads) as runner:  # connected before anything is written
-        chunk = chunk or run.previous_chunk() or auto_chunk(plan, runner.n_workers)
-        blocks = BlockPlan(plan, chunk)
-        meta = run_metadata(scene, plan, adapter, extractor, options, None, 0)
-        meta.pop("tiles_skipped_empty")
-        meta["blocks"] = {
-            "chunk": chunk, "count": len(blocks), "depth_px": blocks.depth, "boundary": "none (past the scene is invalid)",
-            "trim": True, "tiles_run": blocks.tiles_run(),
-        }  # fmt: skip
-        fingerprint = {k: v for k, v in meta.items() if k != "created"}
-        fresh = not run.folder.exists()
-        done = run.prepare(fingerprint, fgeo, names, options.dtype, chunk, meta, options.overwrite)
-        todo = [b for b in blocks.blocks() if b.key not in done]
-        job = BlockJob(scene, plan, adapter, model, options, str(run.folder))
-        if progress:
-            progress(len(done), len(blocks))
-        try:
+    fresh = not run.folder.exists()
+    try:
+        with BlockRunner(scheduler, workers, threads) as runner:  # connected before anything is written
+            chunk = (None if options.overwrite else run.previous_chunk()) if chunk is None else chunk
+            chunk = chunk or auto_chunk(plan, runner.n_workers)
+            blocks = BlockPlan(plan, chunk)
+            meta = run_metadata(scene, plan, adapter, extractor, options, None, 0)
+            meta.pop("tiles_skipped_empty")
+            meta["blocks"] = {
+                "chunk": chunk, "count": len(blocks), "depth_px": blocks.depth, "boundary": "none (past the scene is invalid)",
+                "trim": True, "tiles_run": blocks.tiles_run(),
+            }  # fmt: skip
+            fingerprint = {k: v for k, v in meta.items() if k != "created"} | {"scene_files": scene.file_stamps()}
+            if runner.client is not None:  # the workers build their own: free this process's copy (a GPU's memory)
+                del extractor
+                release(model)
+            done = run.prepare(fingerprint, fgeo, names, options.dtype, chunk, meta, options.overwrite)
+            fresh = fresh or options.overwrite
+            todo = [b for b in blocks.blocks() if b.key not in done]
+            job = BlockJob(scene, plan, adapter, model, options, str(run.folder))
+            if progress:
+                progress(len(done), len(blocks))
             runner.run(job, todo, lambda n: progress(len(done) + n, len(blocks)) if progress else None)
-        except KeyboardInterrupt:
-            n = len(run.done())
-            raise GeodinoError(
-                f"interrupted: {n} of {len(blocks)} blocks kept in {run.folder}; run the same command again to resume"
-            ) from None
-        except BaseException:
-            if fresh and not run.done():  # nothing worth resuming: leave nothing behind
-                run.discard()
-            raise
+    except KeyboardInterrupt:
+        kept = len(run.done())
+        if fresh and not kept:
+            run.discard()
+            raise GeodinoError("interrupted before any block was finished: nothing kept") from None
+        raise GeodinoError(f"interrupted: {kept} blocks kept in {run.folder}; run the same command again to resume") from None
+    except BaseException:
+        if fresh and not run.done():  # nothing worth resuming: leave nothing behind
+            run.discard()
+        raise
     missing = len(blocks) - len(run.done())
     if missing:
         raise InputError(f"{missing} blocks were not written: re-run the same command to finish {out}")
@@ -137,6 +147,8 @@ def check_request(options: EncodeOptions, chunk: int | None, scheduler: str | No
         raise InputError("give either --scheduler ADDRESS (an existing cluster) or --workers N (a local one), not both")
     if chunk is not None:
         BlockPlan(TilePlan(16, 16, 32, 0), chunk)  # chunk >= 1
+    if options.dtype not in ("float32", "float16"):
+        raise InputError(f"--dtype {options.dtype!r}: use float32 or float16")
 
 
 class BlockRunner:
@@ -152,7 +164,7 @@ class BlockRunner:
         self.n_workers = workers or 1  # a remote cluster's count is known once connected
         if workers is not None:
             t = self.threads
-            self.where = f"local cluster of {workers} processes x {t} torch thread{'s' if t != 1 else ''}"
+            self.where = f"local cluster of {workers} process{'es' if workers != 1 else ''} x {t} torch thread{'s' if t != 1 else ''}"
         elif scheduler not in (None, "threads"):
             self.where = f"dask.distributed at {scheduler}"
         else:
@@ -168,7 +180,7 @@ class BlockRunner:
                 self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None)
             self.client = Client(self.cluster or self.scheduler)  # connect timeout: dask config distributed.comm.timeouts.connect
             self.n_workers = self.workers or max(1, len(self.client.scheduler_info().get("workers", {})))  # type: ignore[attr-defined]
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not an address
             self.__exit__()
             raise InputError(f"cannot reach the dask scheduler {self.scheduler}: {exc}") from None
         return self

@@ -27,6 +27,8 @@ def open_features(path: str | Path, chunks: dict[str, int] | None = None) -> xr.
         raise InputError(f"features not found: {path}")
     if path.suffix == ".zarr" or path.is_dir():
         ds = xr.open_zarr(path, decode_coords="all")
+        if not ds.data_vars:
+            raise InputError(f"{path} holds no arrays: not a feature store")
         da = ds["features"] if "features" in ds else ds[next(iter(ds.data_vars))]
         if "band_name" in da.coords:
             da = da.assign_coords(band=da["band_name"].values)
@@ -147,6 +149,10 @@ def plot(data: xr.DataArray, ax: object = None, title: str | None = None, **imsh
 
     if "feature" in data.dims:
         data = pca_rgb(data)
+    if data.ndim == 3 and data.shape[0] == 1:
+        data = data.isel({data.dims[0]: 0})
+    if (data.ndim == 3 and data.shape[0] == 2) or data.ndim not in (2, 3):
+        raise InputError(f"plot shows one layer or 3 bands (RGB), got {dict(data.sizes)}: select them, e.g. da.isel(band=[2, 1, 0])")
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 6))
     ys, xs = data["y"].values, data["x"].values
@@ -161,7 +167,7 @@ def plot(data: xr.DataArray, ax: object = None, title: str | None = None, **imsh
         image = ax.imshow(np.clip(np.nan_to_num(rgb.transpose(1, 2, 0)), 0, 1), extent=extent, **imshow)  # type: ignore[attr-defined]
     else:
         values = np.asarray(data.values)
-        if np.issubdtype(values.dtype, np.integer):
+        if np.issubdtype(values.dtype, np.integer) and data.name in ("cluster", "class"):  # labels, not DNs
             values = np.ma.masked_less(values, 0)
             imshow.setdefault("cmap", "tab10")
             imshow.setdefault("interpolation", "nearest")

@@ -23,13 +23,14 @@ def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overw
     if not (src / ".zmetadata").exists() and not (src / "zarr.json").exists():
         raise InputError(f"{src} is not a Zarr store written by geodino encode --format zarr")
     feats = open_features(src)
-    if feats.rio.crs is None:
-        raise InputError(f"{src} has no CRS (spatial_ref): not a geodino feature store")
+    if feats.dims != ("feature", "y", "x") or feats.rio.crs is None:
+        raise InputError(f"{src} is not a geodino feature store: want (band or feature, y, x) with a CRS, got {dict(feats.sizes)}")
     d, h, w = (feats.sizes[k] for k in ("feature", "y", "x"))
     geobox = GeoBox((h, w), feats.rio.transform(), feats.rio.crs.to_wkt())
     names = [str(n) for n in feats["feature"].values]
     meta = {k: v for k, v in feats.attrs.items() if not k.startswith("_") and k not in ("long_name", "units")}
     meta["exported_from"] = str(src)
+    meta["dtype"] = dtype
     rows = max(1, min(BLOCK, STRIP_BYTES // max(1, w * d * 4)))
     with FeatureWriter(out, geobox, d, "cog", dtype, overwrite) as writer:
         for r0 in range(0, h, rows):

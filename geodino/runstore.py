@@ -66,18 +66,19 @@ class ZarrRun:
         attrs: dict[str, object],
         overwrite: bool,
     ) -> set[str]:
-        """Create the run folder and an empty store, or resume a run with the same fingerprint. Returns finished block keys."""
+        """Create the run folder and an empty store, or resume a run with the same fingerprint (``overwrite``:
+        start again whatever is there). Returns the finished blocks' keys."""
         fingerprint = _jsonable(fingerprint)  # type: ignore[assignment]
         record = self.folder / "run.json"
         if self.folder.exists():
             old = json.loads(record.read_text()) if record.exists() else None
             complete = old is not None and (self.store / ".zmetadata").exists()
-            if complete and old == fingerprint:
+            if complete and old == fingerprint and not overwrite:
                 return self.done()
             if complete and not overwrite:  # (an incomplete folder was cut short while being set up: start again)
                 raise InputError(
-                    f"{self.folder} holds an unfinished run with other settings: re-run that command to finish it, "
-                    "or pass --overwrite to start again"
+                    f"{self.folder} holds an unfinished run with other settings or input files: re-run that command to "
+                    "finish it, or pass --overwrite to start again"
                 )
             shutil.rmtree(self.folder)
         self.done_dir.mkdir(parents=True)

@@ -55,6 +55,16 @@ class Scene:
         crop = f", crop at row {self.offset[0]} col {self.offset[1]}" if self.offset != (0, 0) else ""
         return f"Scene({self.describe()}; bands {', '.join(self.band_names)}; {', '.join(Path(p).name for p in self.paths)}{crop})"
 
+    def absolute(self) -> Scene:
+        """The same scene with local file paths made absolute (for workers started in other folders)."""
+        local = lambda p: "://" not in p and not p.startswith("/vsi")  # noqa: E731
+        sources = tuple((os.path.abspath(p) if local(p) else p, b) for p, b in self.band_sources)
+        return replace(self, band_sources=sources)
+
+    def file_stamps(self) -> list[list[object]]:
+        """``[path, size, mtime_ns]`` of each local file: a resumed run must read the same files."""
+        return [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in self.paths if os.path.exists(p)]
+
     def crop(self, row: int, col: int, height: int, width: int) -> Scene:
         """The part ``[row, row + height) x [col, col + width)`` (pixels of this scene) as a scene of its own."""
         h, w = self.shape

@@ -123,5 +123,12 @@ def test_lazy_encode_refuses_resampled_arrays_and_takes_band_subsets(tmp_path: P
         geodino.encode(scene.isel(x=slice(0, 50, 2)), model=PatchProbe())
     with pytest.raises(InputError, match=r"geodino\.open_scene"):
         geodino.encode(scene.copy(data=scene.values).drop_attrs(), model=PatchProbe())
+    for changed in (scene * 0, scene.where(scene > 3, 0), scene.astype("float32")):  # values are read from the file
+        with pytest.raises(InputError, match="values were changed"):
+            geodino.encode(changed, model=PatchProbe())
+    with pytest.raises(InputError, match="not both"):
+        geodino.encode(scene.isel(band=[2, 1, 0]), model=PatchProbe(), bands="1,2,3")
+    with pytest.raises(InputError, match="keep band as a list"):
+        geodino.encode(scene.isel(band=0), model=PatchProbe())
     feats = geodino.encode(scene.sel(band=["3", "2", "1"]), model=PatchProbe(), tile=64, overlap=16)
     assert '"indexes":[2,1,0]' in feats.attrs["adapter"].replace(" ", "")

@@ -3,6 +3,8 @@ a run killed with SIGKILL resumes to the same result, and ``export`` writes the 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -14,11 +16,14 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
 from geodino.engine import encode_scene
+from geodino.errors import InputError
 from geodino.explore import open_features
 from geodino.synthetic import write_scene
+from tests.scenes import coordinate_raster, write_raster
 from tests.test_cli_encode import assert_one_line_error, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,12 +135,74 @@ def test_an_existing_cluster_by_address_builds_the_model_once_per_worker(tmp_pat
         seen, address = [], cluster.scheduler_address
         res = encode_to_zarr(src, tmp_path / "f.zarr", ref, options, chunk=5, scheduler=address, progress=lambda d, t: seen.append(d))
         per_worker = client.run(loaded_models)
+        broken = broken_scene(tmp_path)  # a GDAL error on a worker comes back as the one-line InputError
+        fixed = (tmp_path / "fixed.yaml").write_text('name: fixed\nrgb: ["1", "2", "3"]\nscale: 1.0\nstretch: {lo: 0, hi: 600}\n')
+        with pytest.raises(InputError, match=r"cannot read .*broken\.tif at rows"):
+            encode_to_zarr(broken, tmp_path / "b.zarr", ref, dataclasses.replace(options, sensor=str(tmp_path / "fixed.yaml")), 4, address)
+        assert fixed and not (tmp_path / "b.zarr").exists()
         with BlockRunner(address) as runner:  # a remote cluster's workers are counted (for the default block size)
             assert runner.n_workers == 2 and runner.where == f"dask.distributed at {address}"
     assert res.blocks == 25 and seen[-1] == 25 and "dask.distributed at tcp://" in res.scheduler
     assert sorted(per_worker.values()) == [1, 1]  # 25 blocks, one model per worker process
     whole = encode_scene(src, tmp_path / "whole.tif", ref.extractor(), EncodeOptions(tile=128, overlap=32))
     np.testing.assert_array_equal(open_features(res.out).values, read_cog(whole.out)[0])
+
+
+def broken_scene(tmp_path: Path) -> Path:
+    src = write_raster(tmp_path / "big.tif", coordinate_raster(512, 512), tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    data = src.read_bytes()
+    (tmp_path / "broken.tif").write_bytes(data[: len(data) * 2 // 3])  # header and first blocks fine, later blocks missing
+    return tmp_path / "broken.tif"
+
+
+def test_a_zarr_run_records_absolute_paths_and_the_files_it_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from geodino.scene import open_scene
+
+    monkeypatch.chdir(tmp_path)
+    write_scene(tmp_path / "scene.tif", 64, 64)
+    r = run("encode", "scene.tif", "o.zarr", "--model", "geodino_tiny_mlp", "--weights", "random", "--format", "zarr")
+    assert r.exit_code == 0, r.output
+    assert json.loads(xr.open_zarr(tmp_path / "o.zarr").attrs["scene"]) == [str(tmp_path / "scene.tif")]
+    scene = open_scene("scene.tif").absolute()
+    assert scene.paths == (str(tmp_path / "scene.tif"),) and scene.file_stamps()[0][1] == (tmp_path / "scene.tif").stat().st_size
+
+
+def test_an_unfinished_run_resumes_only_with_the_same_settings_and_files(tmp_path: Path) -> None:
+    from odc.geo.geobox import GeoBox
+
+    from geodino.blocks import Block
+    from geodino.runstore import ZarrRun, write_block
+
+    run_ = ZarrRun(tmp_path / "o.zarr")
+    grid = GeoBox((8, 8), Affine(160.0, 0, 500000.0, 0, -160.0, 4000000.0), "EPSG:32633")
+    fp = {"model": "m", "scene_files": [["s.tif", 100, 1]]}
+    assert run_.prepare(fp, grid, ["a", "b"], "float32", 4, {"model": "m"}, overwrite=False) == set()
+    write_block(str(run_.folder), Block(0, 1, 0, 4, 4, 8), np.ones((2, 4, 4), np.float32), "float32")
+    assert run_.prepare(fp, grid, ["a", "b"], "float32", 4, {}, overwrite=False) == {"0_1"} and run_.previous_chunk() is None
+    rewritten = {**fp, "scene_files": [["s.tif", 100, 2]]}  # the scene file changed since
+    with pytest.raises(InputError, match="other settings or input files"):
+        run_.prepare(rewritten, grid, ["a", "b"], "float32", 4, {}, overwrite=False)
+    assert run_.prepare(fp, grid, ["a", "b"], "float32", 4, {}, overwrite=True) == set()  # --overwrite starts again
+    assert run_.done() == set()
+
+
+def test_block_runs_refuse_what_they_cannot_do_in_one_line(tmp_path: Path) -> None:
+    src = write_scene(tmp_path / "scene.tif", 64, 64)
+    tiny = ("--model", "geodino_tiny_mlp", "--weights", "random")
+    assert_one_line_error(run("encode", src, tmp_path / "o.zarr", *tiny, "--format", "zarr", "--dtype", "int8"), "--dtype 'int8'")
+    assert_one_line_error(run("encode", src, tmp_path / "o.tif", *tiny, "--chunk", "4"), "--chunk")
+    bogus = run("encode", src, tmp_path / "o.zarr", *tiny, "--format", "zarr", "--scheduler", "bogus")  # known once connecting
+    assert bogus.exit_code == 2 and "Traceback" not in bogus.output
+    assert bogus.stderr.splitlines()[-1].startswith("geodino: error: cannot reach the dask scheduler bogus")
+    empty = tmp_path / "empty.zarr"
+    xr.Dataset().to_zarr(empty, zarr_format=2)
+    assert_one_line_error(run("export", empty, tmp_path / "e.tif"), "no arrays")
+    flat = tmp_path / "flat.zarr"
+    xr.DataArray(np.zeros((3, 4), np.float32), dims=("y", "x")).rio.write_crs("EPSG:32633").to_dataset(name="f").to_zarr(
+        flat, zarr_format=2
+    )
+    assert_one_line_error(run("export", flat, tmp_path / "f.tif"), "not a geodino feature store")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.zarr", "flat.zarr", "scene.tif"]
 
 
 def test_an_unreachable_scheduler_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:

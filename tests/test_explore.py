@@ -102,6 +102,10 @@ def test_plot_draws_on_map_coordinates() -> None:
     assert "EPSG:32633" in ax.get_xlabel() and ax.get_images()[0].get_array().shape == (6, 10, 3)
     ax = plot(kmeans(feats, 3))  # classes: nearest, masked below 0, with a colour bar
     assert ax.get_images()[0].get_interpolation() == "nearest" and len(ax.figure.axes) == 2
+    dn = features(rng.integers(0, 255, (1, 6, 10)).astype(np.float32)).astype(np.uint8).rename("dn").isel(feature=0)
+    assert plot(dn).get_images()[0].get_cmap().name == "viridis"  # integer DNs are not class labels
+    with pytest.raises(InputError, match="one layer or 3 bands"):
+        plot(features(rng.normal(size=(2, 6, 10))).rename(feature="band"))
     plt.close("all")
 
 

@@ -70,3 +70,21 @@ def test_encode_with_a_mixer_takes_n_bands_and_matches_plain_rgb(tmp_path: Path)
         assert np.allclose(a.read(), b.read(), atol=1e-5)
         assert json.loads(b.tags()["GEODINO_BAND_MIXER"])["bands"] == ["red", "green", "blue", "nir"]
         assert a.tags()["GEODINO_BAND_MIXER"] == "null"
+
+
+def test_the_band_mixer_gives_the_same_bits_whatever_the_thread_count() -> None:
+    mixer = BandMixer(5)
+    with torch.no_grad():
+        mixer.mix.weight.normal_()
+        mixer.mix.bias.normal_()
+    x = torch.rand(2, 5, 96, 96)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = mixer(x)
+        torch.set_num_threads(max(2, threads))
+        many = mixer(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)  # block-wise runs on 1-thread workers equal the single-process run
+    torch.testing.assert_close(many, torch.nn.functional.conv2d(x, mixer.mix.weight, mixer.mix.bias))

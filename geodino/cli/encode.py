@@ -77,8 +77,8 @@ def encode_cmd(
         out = Path(last)
     options = EncodeOptions(tile, overlap, batch_size, fmt, dtype, pca, tokens, overwrite, sensor, bands, read_threads)
     blockwise = fmt == "zarr" and not pca and not tokens
-    if (workers is not None or scheduler is not None) and not blockwise:
-        raise InputError("--workers/--scheduler write a Zarr store block by block: use --format zarr without --pca/--tokens")
+    if (workers is not None or scheduler is not None or chunk is not None) and not blockwise:
+        raise InputError("--workers/--scheduler/--chunk write a Zarr store block by block: use --format zarr without --pca/--tokens")
     scene = open_scene(paths)  # every input check runs before the model is built
     spec = get_spec(model)
     make_plan(scene, options, spec.patch_size)
@@ -109,14 +109,18 @@ def _encode_blocks(
     check_request(options, chunk, scheduler, workers)
     if out.exists() and not options.overwrite:
         raise InputError(f"{out} exists: pass --overwrite to replace it")
-    ref = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision, str(mixer) if mixer else None)
+    if weights not in (None, "random") and Path(weights).exists():  # type: ignore[arg-type]
+        weights = str(Path(weights).resolve())  # type: ignore[arg-type]  (workers may start in other folders)
+    ref = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision, str(mixer.resolve()) if mixer else None)
     try:
         extractor = ref.extractor()  # built once here; the threaded scheduler reuses it
     except WeightsError as exc:
         if weights is None:
             raise WeightsError(f"{exc} (or pass --weights random to try the pipeline with random weights)") from None
         raise
-    if extractor.describe()["random_weights"]:
+    random_weights = extractor.describe()["random_weights"]
+    del extractor  # encode_to_zarr reuses the cached one, or frees it when workers build their own
+    if random_weights:
         err_console.print("[yellow]geodino: using RANDOM weights: the features carry no meaning[/]")
     with TileBar(unit="blocks") as progress:
         res = encode_to_zarr(scene, out, ref, options, chunk, scheduler, workers, progress)
