@@ -178,7 +178,9 @@ class BlockRunner:
         try:
             if self.workers is not None:
                 self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None)
-            self.client = Client(self.cluster or self.scheduler)  # connect timeout: dask config distributed.comm.timeouts.connect
+            # Not dask's default client: a notebook's own client (or none) stays the default for other work.
+            # The connect timeout is dask's config distributed.comm.timeouts.connect.
+            self.client = Client(self.cluster or self.scheduler, set_as_default=False)
             self.n_workers = self.workers or max(1, len(self.client.scheduler_info().get("workers", {})))  # type: ignore[attr-defined]
         except (OSError, ValueError) as exc:  # ValueError: not an address
             self.__exit__()
@@ -201,7 +203,7 @@ class BlockRunner:
         if self.workers is not None and isinstance(job, BlockJob):
             job = replace(job, model=replace(job.model, threads=self.threads))
         futures = self.client.map(job, todo, pure=False)  # type: ignore[attr-defined]
-        for n, fut in enumerate(as_completed(futures), 1):
+        for n, fut in enumerate(as_completed(futures, loop=self.client.loop), 1):  # type: ignore[attr-defined]
             fut.result()
             done(n)
 
