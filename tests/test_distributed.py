@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import rasterio
@@ -194,6 +195,7 @@ def test_block_runs_refuse_what_they_cannot_do_in_one_line(tmp_path: Path) -> No
     bogus = run("encode", src, tmp_path / "o.zarr", *tiny, "--format", "zarr", "--scheduler", "bogus")  # known once connecting
     assert bogus.exit_code == 2 and "Traceback" not in bogus.output
     assert bogus.stderr.splitlines()[-1].startswith("geodino: error: cannot reach the dask scheduler bogus")
+    assert dask.config.get("scheduler", None) is None  # the failed client did not become this process's default
     empty = tmp_path / "empty.zarr"
     xr.Dataset().to_zarr(empty, zarr_format=2)
     assert_one_line_error(run("export", empty, tmp_path / "e.tif"), "no arrays")
