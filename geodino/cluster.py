@@ -9,6 +9,7 @@ their blocks straight into the store (:mod:`geodino.runstore`); nothing is gathe
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -202,10 +203,19 @@ class BlockRunner:
 
         if self.workers is not None and isinstance(job, BlockJob):
             job = replace(job, model=replace(job.model, threads=self.threads))
-        futures = self.client.map(job, todo, pure=False)  # type: ignore[attr-defined]
-        for n, fut in enumerate(as_completed(futures, loop=self.client.loop), 1):  # type: ignore[attr-defined]
+        # One block in flight per worker thread: a worker that finishes gets the next block, so equal
+        # blocks spread evenly whatever the scheduler would have guessed about their cost up front.
+        client, pending = self.client, iter(todo)
+        info = client.scheduler_info().get("workers", {})  # type: ignore[attr-defined]
+        slots = max(1, sum(int(w.get("nthreads", 1)) for w in info.values()))
+        first = [client.submit(job, b, pure=False) for b in itertools.islice(pending, slots)]  # type: ignore[attr-defined]
+        running = as_completed(first, loop=client.loop)  # type: ignore[attr-defined]
+        for n, fut in enumerate(running, 1):
             fut.result()
             done(n)
+            nxt = next(pending, None)
+            if nxt is not None:
+                running.add(client.submit(job, nxt, pure=False))  # type: ignore[attr-defined]
 
 
 def _run_threads(job: Callable[[Block], str], todo: list[Block], done: Callable[[int], None]) -> None:
