@@ -9,7 +9,6 @@ client is active. Values equal ``geodino encode`` with the same settings, bit fo
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,14 +17,15 @@ import numpy as np
 import xarray as xr
 
 from geodino.adapter import make_adapter
-from geodino.blocks import BlockPlan, ModelRef, auto_chunk, encode_block
-from geodino.engine import EncodeOptions, band_names, make_plan, run_metadata
+from geodino.blocks import BlockPlan, ModelRef, auto_chunk, block_metadata, encode_block
+from geodino.engine import EncodeOptions, band_names, make_plan
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, parse_layers
 from geodino.models.vit import DinoVisionTransformer
 from geodino.scene import Scene
 from geodino.scene import open_scene as scene_of
 from geodino.tiling import cell_centres, feature_geobox
+from geodino.writer import zarr_attrs
 
 SCENE_ATTR = "geodino_scene"
 
@@ -148,9 +148,7 @@ def encode(
         rows[b.i].append(da.from_delayed(task, shape=(d, *b.shape), dtype=np.float32, name=f"{name}-array-{b.key}"))
     fgeo = feature_geobox(scene.geobox, plan.patch)
     y, x = cell_centres(fgeo)
-    meta = run_metadata(scene, plan, adapter, extractor, options, None, 0)
-    meta.pop("tiles_skipped_empty")
-    attrs = {k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in meta.items()}
+    attrs = zarr_attrs(block_metadata(scene, blocks, adapter, extractor, options))
     names = band_names(extractor.layers, extractor.embed_dim, None)
     out = xr.DataArray(da.block(rows), dims=("feature", "y", "x"), coords={"feature": names, "y": y, "x": x}, attrs=attrs, name="features")
     return out.rio.write_crs(fgeo.crs.to_wkt()).rio.write_transform(fgeo.affine).rio.write_nodata(np.nan, encoded=False)

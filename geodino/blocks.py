@@ -22,7 +22,7 @@ import rasterio
 import torch
 
 from geodino.adapter import BandAdapter
-from geodino.engine import EncodeOptions, stream_tiles
+from geodino.engine import EncodeOptions, run_metadata, stream_tiles
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor
 from geodino.scene import Scene
@@ -82,6 +82,13 @@ class BlockPlan:
     def depth(self) -> int:
         """Halo in pixels read around a block (at most): a tile touching its edge cell reaches this far."""
         return self.plan.tile - self.plan.patch
+
+    def record(self) -> dict[str, object]:
+        """The block plan in dask's ``map_overlap`` terms, for the run's record."""
+        return {
+            "chunk": self.chunk, "count": len(self), "depth_px": self.depth, "boundary": "none (past the scene is invalid)",
+            "trim": True, "tiles_run": self.tiles_run(),
+        }  # fmt: skip
 
     def tiles_run(self) -> int:
         """Tiles run over all blocks (halo tiles are run once per block they touch)."""
@@ -145,6 +152,16 @@ def release(ref: ModelRef | None = None) -> None:
 def loaded_models() -> int:
     """How many extractors this process has built (one per worker per run, whatever the number of blocks)."""
     return len(_EXTRACTORS)
+
+
+def block_metadata(
+    scene: Scene, blocks: BlockPlan, adapter: BandAdapter, extractor: FeatureExtractor, options: EncodeOptions
+) -> dict[str, object]:
+    """The run record (:func:`~geodino.engine.run_metadata`) of a block-wise run, with its block plan."""
+    meta = run_metadata(scene, blocks.plan, adapter, extractor, options, None, 0)
+    meta.pop("tiles_skipped_empty")  # blocks do not report it
+    meta["blocks"] = blocks.record()
+    return meta
 
 
 def encode_block(

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geodino.adapter import BandAdapter, make_adapter
-from geodino.blocks import Block, BlockPlan, ModelRef, auto_chunk, encode_block, release
-from geodino.engine import EncodeOptions, band_names, make_plan, run_metadata
+from geodino.blocks import Block, BlockPlan, ModelRef, auto_chunk, block_metadata, encode_block, release
+from geodino.engine import EncodeOptions, band_names, make_plan
 from geodino.errors import GeodinoError, InputError
 from geodino.runstore import ZarrRun, write_block
 from geodino.scene import Scene, open_scene
@@ -102,12 +102,7 @@ def encode_to_zarr(
             chunk = (None if options.overwrite else run.previous_chunk()) if chunk is None else chunk
             chunk = chunk or auto_chunk(plan, runner.n_workers)
             blocks = BlockPlan(plan, chunk)
-            meta = run_metadata(scene, plan, adapter, extractor, options, None, 0)
-            meta.pop("tiles_skipped_empty")
-            meta["blocks"] = {
-                "chunk": chunk, "count": len(blocks), "depth_px": blocks.depth, "boundary": "none (past the scene is invalid)",
-                "trim": True, "tiles_run": blocks.tiles_run(),
-            }  # fmt: skip
+            meta = block_metadata(scene, blocks, adapter, extractor, options)
             fingerprint = {k: v for k, v in meta.items() if k != "created"} | {"scene_files": scene.file_stamps()}
             if runner.client is not None:  # the workers build their own: free this process's copy (a GPU's memory)
                 del extractor

@@ -25,7 +25,7 @@ from odc.geo.geobox import GeoBox
 
 from geodino.blocks import Block
 from geodino.errors import InputError
-from geodino.tiling import cell_centres
+from geodino.writer import feature_dataset
 
 #: features per Zarr chunk (chunks stay <= 64 MiB of float32 at 256x256 cells, whatever the layers)
 FEATURE_CHUNK = 256
@@ -118,21 +118,10 @@ def write_block(run_folder: str, block: Block, data: np.ndarray, dtype: str) -> 
 
 
 def _create_store(store: Path, geobox: GeoBox, names: Sequence[str], dtype: str, chunk: int, attrs: dict[str, object]) -> None:
-    """An empty store laid out as ``geodino encode --format zarr`` writes it: ``features (band, y, x)``,
-    ``band_name`` coordinate, CRS and transform in ``spatial_ref``, the run's record in attrs."""
+    """An empty store in the layout of :func:`~geodino.writer.feature_dataset`, chunked by blocks (metadata only)."""
     import dask.array as da
-    import rioxarray  # noqa: F401  (registers .rio)
-    import xarray as xr
 
     h, w = geobox.shape.yx
-    a = geobox.affine
     d = len(names)
     data = da.full((d, h, w), np.nan, dtype=dtype, chunks=(min(d, FEATURE_CHUNK), chunk, chunk))
-    y, x = cell_centres(geobox)
-    coords = {"band": np.arange(1, d + 1), "y": y, "x": x, "band_name": ("band", list(names))}
-    flat = {k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in attrs.items()}
-    arr = xr.DataArray(data, dims=("band", "y", "x"), coords=coords, attrs=flat)
-    arr = arr.rio.write_crs(geobox.crs.to_wkt()).rio.write_transform(a).rio.write_nodata(np.nan, encoded=False)
-    ds = arr.to_dataset(name="features")
-    ds.attrs = flat
-    ds.to_zarr(store, mode="w", compute=False, consolidated=True, zarr_format=2)
+    feature_dataset(data, geobox, names, attrs).to_zarr(store, mode="w", compute=False, consolidated=True, zarr_format=2)  # type: ignore[attr-defined]

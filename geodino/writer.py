@@ -67,6 +67,30 @@ def check_output(out: str | Path, fmt: str, overwrite: bool) -> Path:
     return out
 
 
+def zarr_attrs(metadata: dict[str, object]) -> dict[str, object]:
+    """Metadata as Zarr/xarray attributes: scalars as they are, the rest as JSON."""
+    return {k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in metadata.items()}
+
+
+def feature_dataset(data: object, geobox: GeoBox, band_names: Sequence[str], metadata: dict[str, object]) -> object:
+    """The one Zarr layout of feature rasters: ``features (band, y, x)`` (``data``, dask or numpy) with a
+    ``band_name`` coordinate, cell-centre coordinates, CRS and transform in ``spatial_ref``, NaN nodata
+    and the run's record in the attributes. Returns an :class:`xarray.Dataset`."""
+    import rioxarray  # noqa: F401  (registers .rio)
+    import xarray as xr
+
+    from geodino.tiling import cell_centres
+
+    y, x = cell_centres(geobox)
+    attrs = zarr_attrs(metadata)
+    coords = {"band": np.arange(1, len(band_names) + 1), "y": y, "x": x, "band_name": ("band", list(band_names))}
+    arr = xr.DataArray(data, dims=("band", "y", "x"), coords=coords, attrs=attrs)
+    arr = arr.rio.write_crs(geobox.crs.to_wkt()).rio.write_transform(geobox.affine).rio.write_nodata(np.nan, encoded=False)
+    ds = arr.to_dataset(name="features")
+    ds.attrs = attrs
+    return ds
+
+
 def flat_tags(metadata: dict[str, object]) -> dict[str, str]:
     """Metadata as GeoTIFF tags: ``GEODINO_<KEY>`` = plain string or compact JSON."""
     return {f"GEODINO_{k.upper()}": v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for k, v in metadata.items()}
@@ -195,17 +219,11 @@ class FeatureWriter:
         rasterio.shutil.copy(coarse, self.tmp_out, driver="COG", **self._cog_options(), OVERVIEWS="AUTO")
 
     def _to_zarr(self, src: Path, metadata: dict[str, object], band_names: Sequence[str]) -> None:
-        import rioxarray  # noqa: F401  (registers .rio)
         import xarray as xr
 
-        da = xr.open_dataarray(src, engine="rasterio", chunks={"band": -1, "y": 256, "x": 256})
-        da = da.astype(self.dtype).assign_coords(band_name=("band", list(band_names)))
-        da.attrs = {k: v for k, v in da.attrs.items() if not k.startswith("GEODINO_") and k != "long_name"}
-        da.attrs.update({k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in metadata.items()})
-        da.encoding = {}
-        ds = da.rio.write_nodata(np.nan, encoded=False).rio.write_crs(self.geobox.crs.to_wkt()).to_dataset(name="features")
-        ds.attrs = dict(da.attrs)
-        ds.to_zarr(self.tmp_out, mode="w", consolidated=True, zarr_format=2)
+        data = xr.open_dataarray(src, engine="rasterio", chunks={"band": -1, "y": 256, "x": 256}).data.astype(self.dtype)
+        ds = feature_dataset(data, self.geobox, band_names, metadata)
+        ds.to_zarr(self.tmp_out, mode="w", consolidated=True, zarr_format=2)  # type: ignore[attr-defined]
 
     def _cleanup(self) -> None:
         for p in (self.tmp_rows, self.tmp_proj, self.tmp_out, *self._extra):
