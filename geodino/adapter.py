@@ -42,6 +42,8 @@ class BandAdapter:
     hi: tuple[float, ...]
     nodata: float | None
     stretch: str  # how lo/hi were obtained
+    nonfinite_sampled: int = 0  # pixels of the decimated read with NaN/inf in a selected band (float scenes)
+    sampled: int = 0  # pixels in the decimated read (0: none was made)
 
     def to_unit(self, raw: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` DNs of the selected bands -> float32 in [0, 1]."""
@@ -51,10 +53,10 @@ class BandAdapter:
         return np.clip((x - lo) / span, 0.0, 1.0)
 
     def valid(self, raw: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """``(H, W)`` bool: pixels with data in at least one selected band (not nodata, not NaN, not masked)."""
+        """``(H, W)`` bool: pixels finite in every selected band, not nodata in all of them, and not masked."""
         ok = np.ones(raw.shape[1:], bool)
         if np.issubdtype(raw.dtype, np.floating):
-            ok &= ~np.isnan(raw).all(axis=0)
+            ok &= np.isfinite(raw).all(axis=0)
         if self.nodata is not None and not np.isnan(self.nodata):
             ok &= ~(raw == np.asarray(self.nodata, raw.dtype)).all(axis=0)
         if mask is not None:
@@ -134,13 +136,20 @@ def make_adapter(scene: Scene, n_inputs: int = 3, sensor: str | None = None, ban
     if len(indexes) != n_inputs:
         raise InputError(f"the model takes {n_inputs} bands but {len(indexes)} were selected ({', '.join(names)})")
     nodata = scene.nodata if scene.nodata is not None else preset.nodata
-    needs_data = preset.percentiles is not None or preset.offset == "auto"
+    is_float = np.issubdtype(np.dtype(scene.dtype), np.floating)
+    needs_data = preset.percentiles is not None or preset.offset == "auto" or is_float
     how = [f"preset {preset.name}"]
     offset = 0.0 if preset.offset == "auto" else float(preset.offset)
+    nonfinite = sampled = 0
     if needs_data:
         sample, mask = _decimated(scene, indexes)
         probe = BandAdapter(preset.name, indexes, names, 1.0, 0.0, (0.0,) * n_inputs, (1.0,) * n_inputs, nodata, "")
-        valid = probe.valid(sample, mask)
+        valid = probe.valid(sample, mask)  # NaN/inf pixels are invalid, so left out of every statistic
+        sampled = int(sample.shape[1] * sample.shape[2])
+        if is_float:
+            nonfinite = int((~np.isfinite(sample)).any(axis=0).sum())
+            if nonfinite:
+                how.append(f"{nonfinite} of {sampled} sampled pixels non-finite (masked)")
         if preset.offset == "auto":
             offset, why = _auto_offset(scene, preset, sample, valid)
             how.append(why)
@@ -156,4 +165,4 @@ def make_adapter(scene: Scene, n_inputs: int = 3, sensor: str | None = None, ban
         lo = (float(preset.stretch["lo"]),) * n_inputs  # type: ignore[arg-type]
         hi = (float(preset.stretch["hi"]),) * n_inputs  # type: ignore[arg-type]
         how.append("fixed stretch from the preset")
-    return BandAdapter(preset.name, indexes, names, preset.scale, offset, lo, hi, nodata, "; ".join(how))
+    return BandAdapter(preset.name, indexes, names, preset.scale, offset, lo, hi, nodata, "; ".join(how), nonfinite, sampled)

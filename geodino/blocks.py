@@ -119,6 +119,10 @@ class ModelRef:
     mixer: str | None = None
     threads: int | None = field(default=None, compare=False)
 
+    def inputs(self) -> list[str]:
+        """The files this model reads (weights, band mixer): a run must never write over them."""
+        return [p for p in (self.weights, self.mixer) if p not in (None, "random")]  # type: ignore[misc]
+
     def extractor(self) -> FeatureExtractor:
         """The extractor, built on first use in this process and kept (one per ref)."""
         with _LOCK:

@@ -9,21 +9,26 @@ their blocks straight into the store (:mod:`geodino.runstore`); nothing is gathe
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import os
+import re
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geodino.adapter import BandAdapter, make_adapter
 from geodino.blocks import Block, BlockPlan, ModelRef, auto_chunk, block_metadata, encode_block, release
-from geodino.engine import EncodeOptions, band_names, make_plan
-from geodino.errors import GeodinoError, InputError
-from geodino.runstore import ZarrRun, write_block
+from geodino.engine import EncodeOptions, band_names, check_options, make_plan
+from geodino.errors import GeodinoError, InputError, Interrupted, Terminated
+from geodino.outputs import OutputSet, absolute
+from geodino.runstore import ZarrRun, file_identity, write_block
 from geodino.scene import Scene, open_scene
 from geodino.tiling import TilePlan, feature_geobox
-from geodino.writer import check_output
 
 #: ``progress(blocks_done, blocks_total)``
 Progress = Callable[[int, int], None]
@@ -86,51 +91,61 @@ def encode_to_zarr(
     """
     t0 = time.perf_counter()
     check_request(options, chunk, scheduler, workers)
-    out = Path(os.path.abspath(check_output(out, "zarr", overwrite=True)))  # workers may run in other folders
-    run = ZarrRun(out)
-    if out.exists() and not options.overwrite:
-        raise InputError(f"{out} exists: pass --overwrite to replace it")
+    out = absolute(out)  # workers may run in other folders
     scene = (scene if isinstance(scene, Scene) else open_scene(scene)).absolute()
+    with OutputSet({"features": out}, [*scene.paths, *model.inputs()], options.overwrite) as outs:
+        run = ZarrRun(out)
+        fresh = options.overwrite or not run.folder.exists()
+        try:
+            res = _run_blocks(scene, out, run, model, options, chunk, scheduler, workers, progress, threads)
+        except (KeyboardInterrupt, Terminated) as exc:
+            code = 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
+            kept = len(run.done())
+            if fresh and not kept:
+                run.discard()
+                raise Interrupted("interrupted before any block was finished: nothing kept", code) from None
+            raise Interrupted(f"interrupted: {kept} blocks kept in {run.folder}; run the same command again to resume", code) from None
+        except BaseException:
+            if fresh and not run.done():  # nothing worth resuming: leave nothing behind
+                run.discard()
+            raise
+        outs.use("features", run.seal(res.blocks))
+        outs.commit()
+    run.discard()
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _run_blocks(
+    scene: Scene, out: Path, run: ZarrRun, model: ModelRef, options: EncodeOptions, chunk: int | None,
+    scheduler: str | None, workers: int | None, progress: Progress | None, threads: int | None,
+) -> ZarrResult:  # fmt: skip
+    """Build (or resume) the run's store and encode every block not done yet; checks that all are done."""
     extractor = model.extractor()  # checks the weights before any worker starts; reused by the threaded scheduler
     plan = make_plan(scene, options, extractor.patch)
     adapter = make_adapter(scene, extractor.in_bands, options.sensor, options.bands)
     names = band_names(extractor.layers, extractor.embed_dim, None)
     fgeo = feature_geobox(scene.geobox, plan.patch)
-    fresh = not run.folder.exists()
-    try:
-        with BlockRunner(scheduler, workers, threads) as runner:  # connected before anything is written
-            chunk = (None if options.overwrite else run.previous_chunk()) if chunk is None else chunk
-            chunk = chunk or auto_chunk(plan, runner.n_workers)
-            blocks = BlockPlan(plan, chunk)
-            meta = block_metadata(scene, blocks, adapter, extractor, options)
-            fingerprint = {k: v for k, v in meta.items() if k != "created"} | {"scene_files": scene.file_stamps()}
-            if runner.client is not None:  # the workers build their own: free this process's copy (a GPU's memory)
-                del extractor
-                release(model)
-            done = run.prepare(fingerprint, fgeo, names, options.dtype, chunk, meta, options.overwrite)
-            fresh = fresh or options.overwrite
-            todo = [b for b in blocks.blocks() if b.key not in done]
-            job = BlockJob(scene, plan, adapter, model, options, str(run.folder))
-            if progress:
-                progress(len(done), len(blocks))
-            runner.run(job, todo, lambda n: progress(len(done) + n, len(blocks)) if progress else None)
-    except KeyboardInterrupt:
-        kept = len(run.done())
-        if fresh and not kept:
-            run.discard()
-            raise GeodinoError("interrupted before any block was finished: nothing kept") from None
-        raise GeodinoError(f"interrupted: {kept} blocks kept in {run.folder}; run the same command again to resume") from None
-    except BaseException:
-        if fresh and not run.done():  # nothing worth resuming: leave nothing behind
-            run.discard()
-        raise
+    with BlockRunner(scheduler, workers, threads) as runner:  # connected before anything is written
+        chunk = (None if options.overwrite else run.previous_chunk()) if chunk is None else chunk
+        chunk = chunk or auto_chunk(plan, runner.n_workers)
+        blocks = BlockPlan(plan, chunk)
+        meta = block_metadata(scene, blocks, adapter, extractor, options)
+        fingerprint = {k: v for k, v in meta.items() if k != "created"} | {"scene_files": file_identity(scene.paths)}
+        if runner.client is not None:  # the workers build their own: free this process's copy (a GPU's memory)
+            del extractor
+            release(model)
+        done = run.prepare(fingerprint, fgeo, names, options.dtype, chunk, meta, options.overwrite)
+        todo = [b for b in blocks.blocks() if b.key not in done]
+        job = BlockJob(scene, plan, adapter, model, options, str(run.folder))
+        if progress:
+            progress(len(done), len(blocks))
+        runner.run(job, todo, lambda n: progress(len(done) + n, len(blocks)) if progress else None)
     missing = len(blocks) - len(run.done())
     if missing:
         raise InputError(f"{missing} blocks were not written: re-run the same command to finish {out}")
-    run.finish()
-    seconds = time.perf_counter() - t0
     tiles_run = meta["blocks"]["tiles_run"]  # type: ignore[index]
-    return ZarrResult(out, plan.grid_shape, len(names), len(blocks), chunk, len(done), tiles_run, seconds, runner.where, meta)
+    return ZarrResult(out, plan.grid_shape, len(names), len(blocks), chunk, len(done), tiles_run, 0.0, runner.where, meta)
 
 
 def check_request(options: EncodeOptions, chunk: int | None, scheduler: str | None, workers: int | None) -> None:
@@ -143,8 +158,17 @@ def check_request(options: EncodeOptions, chunk: int | None, scheduler: str | No
         raise InputError("give either --scheduler ADDRESS (an existing cluster) or --workers N (a local one), not both")
     if chunk is not None:
         BlockPlan(TilePlan(16, 16, 32, 0), chunk)  # chunk >= 1
-    if options.dtype not in ("float32", "float16"):
-        raise InputError(f"--dtype {options.dtype!r}: use float32 or float16")
+    check_options(options)
+    if scheduler not in (None, "threads"):
+        check_address(scheduler)
+
+
+def check_address(address: str) -> str:
+    """Refuse, before any connection, a scheduler address that is not ``[protocol://]host:port``."""
+    m = re.fullmatch(r"(?:(tcp|tls|inproc|ucx|ws|wss)://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})", address)
+    if m is None or not 0 < int(m.group(3)) < 65536:
+        raise InputError(f"--scheduler {address!r} is not a dask scheduler address: give tcp://HOST:PORT (or 'threads')")
+    return address
 
 
 class BlockRunner:
@@ -173,7 +197,12 @@ class BlockRunner:
 
         try:
             if self.workers is not None:
-                self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+                # Ctrl-C stops this process, which closes the workers (they ignore it); their errors come back
+                # through the futures, so their logs stay quiet (cancelled tasks at shutdown are expected).
+                with _sigint_ignored():
+                    self.cluster = LocalCluster(
+                        n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL
+                    )
             # Not dask's default client: a notebook's own client (or none) stays the default for other work.
             # The connect timeout is dask's config distributed.comm.timeouts.connect.
             self.client = Client(self.cluster or self.scheduler, set_as_default=False)
@@ -183,7 +212,9 @@ class BlockRunner:
             raise InputError(f"cannot reach the dask scheduler {self.scheduler}: {exc}") from None
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object = None, *exc: object) -> None:
+        if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, Terminated)):  # type: ignore[arg-type]
+            logging.getLogger("distributed").setLevel(logging.ERROR)  # cancelled tasks and killed workers are expected now
         for part in (self.client, self.cluster):
             if part is not None:
                 part.close()  # type: ignore[attr-defined]
@@ -211,6 +242,19 @@ class BlockRunner:
             nxt = next(pending, None)
             if nxt is not None:
                 running.add(client.submit(job, nxt, pure=False))  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while child processes start (an ignored signal stays ignored across exec)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _run_threads(job: Callable[[Block], str], todo: list[Block], done: Callable[[int], None]) -> None:

@@ -14,6 +14,7 @@ from geodino.engine import EncodeOptions, EncodeResult, Progress, encode_scene
 from geodino.errors import WeightsError
 from geodino.features import FeatureExtractor
 from geodino.models import RANDOM, DinoVisionTransformer, build_model
+from geodino.outputs import OutputSet
 from geodino.pca import write_quicklook
 from geodino.synthetic import write_scene
 
@@ -68,6 +69,10 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     path, origin = demo_scene(out_dir, scene)
     extractor = FeatureExtractor(model, device="auto")
-    result = encode_scene(path, out_dir / "features.tif", extractor, EncodeOptions(tile=tile, overlap=overlap, overwrite=True), progress)
-    png = write_quicklook(result.out, out_dir / "features_pca.png")
-    return DemoReport(path, origin, result.out, png, result, bool(extractor.describe()["random_weights"]))
+    options = EncodeOptions(tile=tile, overlap=overlap, overwrite=True)
+    targets = {"features": out_dir / "features.tif", "quicklook": out_dir / "features_pca.png"}
+    with OutputSet(targets, [path], overwrite=True) as outs:
+        result = encode_scene(path, targets["features"], extractor, options, progress, outputs=outs)
+        write_quicklook(outs.temp("features"), outs.temp("quicklook"))
+        done = outs.commit()
+    return DemoReport(path, origin, result.out, done["quicklook"], result, bool(extractor.describe()["random_weights"]))

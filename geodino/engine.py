@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,15 +19,16 @@ import torch
 
 import geodino
 from geodino.adapter import BandAdapter, make_adapter
-from geodino.errors import InputError
+from geodino.errors import GeodinoError, InputError
 from geodino.features import FeatureExtractor
+from geodino.outputs import OutputSet, check_targets, own_outputs
 from geodino.pca import PCA, CellSampler, fit_pca
 from geodino.reader import SceneReader, TileData, cell_valid, prefetch
 from geodino.scene import Scene, open_scene
 from geodino.stitch import Stitcher
 from geodino.tiling import TilePlan, feature_geobox
 from geodino.tokens import TokenCollector, tokens_path
-from geodino.writer import GDAL_CACHE_MB, FeatureWriter, check_output, remove_path
+from geodino.writer import GDAL_CACHE_MB, FeatureWriter, check_format
 
 #: ``progress(tiles_done, tiles_total)``
 Progress = Callable[[int, int], None]
@@ -72,12 +74,28 @@ def band_names(layers: list[int], dim: int, pca: int | None) -> list[str]:
     return [f"L{layer}_{j:04d}" for layer in layers for j in range(dim)]
 
 
-def check_outputs(out: str | Path, options: EncodeOptions) -> Path:
-    """Refuse, before any work, an output (or tokens sidecar) that exists without ``overwrite``, or a bad format."""
-    path = check_output(out, options.fmt, options.overwrite)
-    if options.tokens and tokens_path(path).exists() and not options.overwrite:
-        raise InputError(f"{tokens_path(path)} exists: pass --overwrite to replace it")
-    return path
+def encode_targets(out: str | Path, options: EncodeOptions) -> dict[str, Path | None]:
+    """The outputs of an encode run by role: the features and, with ``tokens``, their sidecar."""
+    return {"features": Path(out), "tokens": tokens_path(Path(out)) if options.tokens else None}
+
+
+def check_outputs(out: str | Path, options: EncodeOptions, inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Refuse, before any work, bad options or outputs (see :func:`~geodino.outputs.check_targets`)."""
+    check_options(options)
+    return check_targets(encode_targets(out, options), inputs, options.overwrite)[0].path
+
+
+def check_options(options: EncodeOptions) -> None:
+    """Range checks of every option, before any work."""
+    check_format(options.fmt, options.dtype)
+    if options.batch_size < 1:
+        raise InputError(f"--batch-size {options.batch_size}: give at least 1")
+    if options.read_threads < 0:
+        raise InputError(f"--read-threads {options.read_threads}: give 0 (read in the main thread) or more")
+    if options.pca is not None and options.pca < 1:
+        raise InputError(f"--pca {options.pca}: give at least 1 component")
+    if not math.isfinite(options.blend_floor) or not 0 < options.blend_floor <= 1:
+        raise InputError(f"blend floor {options.blend_floor}: give a value in (0, 1]")
 
 
 def make_plan(scene: Scene, options: EncodeOptions, patch: int = 16) -> TilePlan:
@@ -92,31 +110,36 @@ def encode_scene(
     options: EncodeOptions = EncodeOptions(),
     progress: Progress | None = None,
     adapter: BandAdapter | None = None,
+    outputs: OutputSet | None = None,
 ) -> EncodeResult:
     """Encode a whole scene into a georeferenced feature raster at ``out`` (COG or Zarr).
 
     Output: ``(bands, ceil(H/16), ceil(W/16))`` with the scene's CRS and transform x scale(16), NaN nodata.
-    Nothing is left at ``out`` (or beside it) if anything fails. ``adapter`` defaults to
-    :func:`~geodino.adapter.make_adapter` with ``options.sensor`` and ``options.bands``.
+    ``adapter`` defaults to :func:`~geodino.adapter.make_adapter` with ``options.sensor`` and ``options.bands``.
+    ``outputs``: the run's :class:`~geodino.outputs.OutputSet` (its owner commits); default one of its own,
+    committed here. Nothing changes at ``out`` (or beside it) if anything fails.
     """
+    check_options(options)
+    if not isinstance(scene, Scene):
+        scene = open_scene(scene)
     # GDAL's block cache defaults to 5% of RAM and would fill with the scene's and the output's blocks:
     # bounded, memory stays flat with scene size (statistics read and reader threads included).
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        return _encode(scene, out, extractor, options, progress, adapter)
+    with (
+        rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
+        own_outputs(outputs, encode_targets(out, options), scene.paths, options.overwrite) as outs,
+    ):
+        return _encode(scene, outs, extractor, options, progress, adapter)
 
 
 def _encode(
-    scene: Scene | str | Path | list[str],
-    out: str | Path,
+    scene: Scene,
+    outs: OutputSet,
     extractor: FeatureExtractor,
     options: EncodeOptions,
     progress: Progress | None,
     adapter: BandAdapter | None,
 ) -> EncodeResult:
     t_start = time.perf_counter()
-    check_outputs(out, options)
-    if not isinstance(scene, Scene):
-        scene = open_scene(scene)
     plan = make_plan(scene, options, extractor.patch)
     n_inputs = getattr(extractor, "in_bands", 3)
     if adapter is None:
@@ -124,7 +147,7 @@ def _encode(
     fgeo = feature_geobox(scene.geobox, plan.patch)
     sampler = CellSampler() if options.pca else None
     tokens = TokenCollector(scene.geobox, plan) if options.tokens else None
-    with FeatureWriter(out, fgeo, extractor.dim, options.fmt, options.dtype, options.overwrite) as writer:
+    with FeatureWriter(outs.temp("features"), fgeo, extractor.dim, options.fmt, options.dtype) as writer:
         stitcher = Stitcher(plan, extractor.dim, writer.write_rows, options.blend_floor)
 
         def on_tile(d: TileData, out: np.ndarray, cv: np.ndarray, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
@@ -138,16 +161,22 @@ def _encode(
         pca = fit_pca(sampler.sample(), options.pca) if sampler is not None and options.pca else None
         meta = run_metadata(scene, plan, adapter, extractor, options, pca, skipped)
         names = band_names(extractor.layers, extractor.embed_dim, options.pca)
-        path = writer.finish(meta, names, pca.transform if pca is not None else None)
+        writer.finish(meta, names, pca.transform if pca is not None else None)
     tokens_out = None
-    if tokens is not None:
-        try:
-            tokens_out = tokens.write(path, meta, overwrite=True)
-        except BaseException:
-            remove_path(path)
-            raise
+    if tokens is not None and tokens.write(outs.temp("tokens"), meta) is not None:
+        tokens_out = outs.path("tokens")
     return EncodeResult(
-        path, plan.grid_shape, len(names), len(plan), skipped, time.perf_counter() - t_start, model_seconds, adapter, meta, pca, tokens_out
+        outs.path("features"),
+        plan.grid_shape,
+        len(names),
+        len(plan),
+        skipped,
+        time.perf_counter() - t_start,
+        model_seconds,
+        adapter,
+        meta,
+        pca,
+        tokens_out,
     )
 
 
@@ -186,6 +215,7 @@ def stream_tiles(
             t0 = time.perf_counter()
             res = extractor(extractor.normalize(x, valid))
             model_seconds += time.perf_counter() - t0
+            check_finite(res.patches, full)
             cls = res.cls if res.cls is not None else [None] * len(full)
             storage = res.storage if res.storage is not None else [None] * len(full)
             outs = iter(zip(res.patches.permute(0, 2, 3, 1).numpy(), cls, storage, strict=True))
@@ -209,6 +239,31 @@ def stream_tiles(
                 flush()
         flush()
     return model_seconds, skipped
+
+
+def check_finite(out: torch.Tensor, tiles: list[TileData]) -> None:
+    """Stop the run when the model gave NaN or inf for any tile of the batch ``out`` ``(B, C, h, w)``."""
+    finite = torch.isfinite(out).flatten(1).all(1)
+    if not bool(finite.all()):
+        t = tiles[int((~finite).nonzero()[0])].tile
+        r, c, h, w = t.px_window
+        raise GeodinoError(
+            f"the model gave NaN/inf for tile {t.row},{t.col} (pixel rows {r}-{r + h}, cols {c}-{c + w}): "
+            "check the weights (geodino check-weights) and the input's values; nothing was written"
+        )
+
+
+def check_memory(estimate: dict[str, int], what: str) -> None:
+    """Refuse a job whose :func:`estimate_memory` exceeds the memory available now."""
+    import psutil
+
+    need, free = sum(estimate.values()), psutil.virtual_memory().available
+    if need > free:
+        parts = ", ".join(f"{k} {v / 2**30:.1f} GiB" for k, v in estimate.items())
+        raise InputError(
+            f"{what} needs about {need / 2**30:.1f} GiB ({parts}) but {free / 2**30:.1f} GiB are available: "
+            "use a smaller --tile or --batch-size"
+        )
 
 
 def run_metadata(
@@ -236,10 +291,22 @@ def run_metadata(
     }
 
 
-def estimate_memory(plan: TilePlan, dim: int, batch_size: int, n_params: int, in_bands: int = 3) -> dict[str, int]:
-    """Rough peak bytes of an encode job, by part (independent of the scene's height)."""
-    t, cols = plan.tile_cells, plan.grid_shape[1]
-    tokens = t * t
+def n_params(spec: object) -> int:
+    """Parameters of a weights spec's backbone (counted on the meta device: nothing allocated)."""
+    from geodino.models.vit import DinoVisionTransformer
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in DinoVisionTransformer(spec.arch).parameters())  # type: ignore[attr-defined]
+
+
+def estimate_memory(
+    plan: TilePlan, dim: int, batch_size: int, n_params: int, in_bands: int = 3, stride: int | None = None
+) -> dict[str, int]:
+    """Rough peak bytes of a job, by part (independent of the scene's height). ``dim``: channels stitched at
+    ``stride`` pixels (default the patch: features; 1 for prediction rasters)."""
+    s = stride or plan.patch
+    t, cols = plan.tile // s, plan.grid_shape[1] * plan.patch // s
+    tokens = plan.tile_cells**2
     return {
         "stitch buffer": (t * (cols + t) * (dim + 1)) * 8,
         "tiles read ahead": max(8, 2 * batch_size) * in_bands * plan.tile**2 * 5,

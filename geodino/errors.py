@@ -24,3 +24,23 @@ class SpecError(GeodinoError, KeyError):
 
 class WeightsError(GeodinoError):
     """A checkpoint that cannot be found, read, verified or matched to a spec."""
+
+
+class OutputError(GeodinoError):
+    """An output that cannot be written (locked by another run, disk full); nothing was changed."""
+
+
+class Interrupted(GeodinoError):  # noqa: N818  (a state, not a fault)
+    """The run was stopped by a signal; ``exit_code`` is 128 + the signal number (130 for Ctrl-C)."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by the SIGTERM / SIGHUP handler the CLI installs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

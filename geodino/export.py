@@ -8,7 +8,8 @@ import numpy as np
 from odc.geo.geobox import GeoBox
 
 from geodino.errors import InputError
-from geodino.writer import BLOCK, FeatureWriter
+from geodino.outputs import OutputSet, check_targets
+from geodino.writer import BLOCK, FeatureWriter, check_format, check_sealed
 
 #: bytes of features held per strip while exporting
 STRIP_BYTES = 256 * 2**20
@@ -16,13 +17,22 @@ STRIP_BYTES = 256 * 2**20
 
 def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overwrite: bool = False) -> Path:
     """Write the COG ``out`` from a feature store ``(band, y, x)`` written by ``geodino encode --format zarr``:
-    same grid, CRS, band names and ``GEODINO_*`` tags (plus ``GEODINO_EXPORTED_FROM``). Atomic, like encode."""
+    same grid, CRS, band names and ``GEODINO_*`` tags (plus ``GEODINO_EXPORTED_FROM``). Atomic, like encode.
+    Unfinished stores and stores that lost chunks are refused (their completion record, not NaN, tells)."""
     from geodino.explore import open_features
 
     src = Path(store)
+    check_format("cog", dtype)
     if not (src / ".zmetadata").exists() and not (src / "zarr.json").exists():
         raise InputError(f"{src} is not a Zarr store written by geodino encode --format zarr")
-    feats = open_features(src)
+    check_targets({"features": out}, [src], overwrite)
+    check_sealed(src)
+    try:
+        feats = open_features(src)
+    except Exception as exc:  # a store xarray cannot decode: not ours, or damaged
+        raise InputError(
+            f"{src} cannot be read as a feature store: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     if feats.dims != ("feature", "y", "x") or feats.rio.crs is None:
         raise InputError(f"{src} is not a geodino feature store: want (band or feature, y, x) with a CRS, got {dict(feats.sizes)}")
     d, h, w = (feats.sizes[k] for k in ("feature", "y", "x"))
@@ -32,8 +42,9 @@ def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overw
     meta["exported_from"] = str(src)
     meta["dtype"] = dtype
     rows = max(1, min(BLOCK, STRIP_BYTES // max(1, w * d * 4)))
-    with FeatureWriter(out, geobox, d, "cog", dtype, overwrite) as writer:
+    with OutputSet({"features": out}, [src], overwrite) as outs, FeatureWriter(outs.temp("features"), geobox, d, "cog", dtype) as writer:
         for r0 in range(0, h, rows):
             strip = np.asarray(feats.isel(y=slice(r0, r0 + rows)).values, dtype=np.float32)
             writer.write_rows(r0, strip.transpose(1, 2, 0))
-        return writer.finish(meta, names)
+        writer.finish(meta, names)
+        return outs.commit()["features"]

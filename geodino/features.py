@@ -46,10 +46,14 @@ def parse_layers(text: str | Sequence[int] | None) -> list[int]:
         return [-1]
     if isinstance(text, str):
         try:
-            return [int(t) for t in text.split(",") if t.strip()]
+            layers = [int(t) for t in text.split(",") if t.strip()]
         except ValueError:
             raise InputError(f"--layers {text!r}: give block indexes like -1 or 5,11,17,23") from None
-    return [int(t) for t in text]
+    else:
+        layers = [int(t) for t in text]
+    if not layers:
+        raise InputError(f"--layers {text!r}: give at least one block index, like -1 or 5,11,17,23")
+    return layers
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:

@@ -21,6 +21,10 @@ from geodino.scene import Scene
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 DEFAULT_COLUMNS = ("class", "label", "class_id", "landcover", "lc")
+#: Most classes a head takes: the class raster is uint8 with 255 as nodata, so classes are 0-253.
+MAX_CLASSES = 254
+#: Most distinct values a label raster may hold; more look like continuous values, not classes.
+MAX_RASTER_VALUES = 100
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,11 @@ def _raster(scene: Scene, path: Path) -> Labels:
             if ds.crs is None:
                 raise InputError(f"label raster {path} has no CRS")
             nodata = ds.nodata
+            if not ds.dtypes[0].startswith(("uint", "int")):  # float, complex
+                raise InputError(
+                    f"label raster {path} holds {ds.dtypes[0]} values: class labels must be integers "
+                    "(a continuous raster is not a class map)"
+                )
             with WarpedVRT(
                 ds, crs=scene.geobox.crs.to_wkt(), transform=scene.transform, width=w, height=h, resampling=Resampling.nearest
             ) as v:
@@ -87,6 +96,11 @@ def _raster(scene: Scene, path: Path) -> Labels:
     if nodata is not None:
         valid &= data != nodata
     values = tuple(int(v) for v in np.unique(data[valid]))
+    if len(values) > MAX_RASTER_VALUES:
+        raise InputError(
+            f"label raster {path} holds {len(values)} distinct values on the scene: it looks like continuous values, "
+            f"not classes (at most {MAX_RASTER_VALUES})"
+        )
     lut = {v: i for i, v in enumerate(values)}
     pixels = np.full((h, w), -1, np.int16)
     for v, i in lut.items():
@@ -107,4 +121,9 @@ def load_labels(scene: Scene, path: str | Path, column: str | None = None) -> La
         raise InputError(f"labels {path} do not overlap the scene {scene.paths[0]} (after reprojection to {scene.crs})")
     if present.size < 2:
         raise InputError(f"labels {path} give a single class ({labels.names[int(present[0])]}) on the scene: a head needs at least two")
+    if labels.n_classes > MAX_CLASSES:
+        raise InputError(
+            f"labels {path} give {labels.n_classes} classes: a head takes at most {MAX_CLASSES} "
+            "(class rasters are uint8 with 255 as nodata)"
+        )
     return labels

@@ -24,8 +24,9 @@ from torch import Tensor, nn
 from geodino.engine import EncodeOptions, Progress, encode_scene
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor
-from geodino.labels import Labels
+from geodino.labels import MAX_CLASSES, Labels
 from geodino.metrics import classification_metrics
+from geodino.models.checkpoint import first_nonfinite
 from geodino.scene import Scene
 
 HEAD_FORMAT = "geodino-landcover-head/1"
@@ -96,6 +97,13 @@ def train_head(
     progress: Progress | None = None,
 ) -> TrainResult:
     """Encode ``scene`` (streamed to a temporary feature raster), then fit a :class:`LinearHead` on labelled pixels."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise InputError(f"epochs must be >= 1, not {epochs!r}")
+    if not 2 <= labels.n_classes <= MAX_CLASSES:
+        raise InputError(
+            f"labels {labels.source} give {labels.n_classes} classes: a head takes 2 to {MAX_CLASSES} "
+            "(class rasters are uint8 with 255 as nodata)"
+        )
     with tempfile.TemporaryDirectory(prefix="geodino-train-") as tmp:
         enc = encode_scene(scene, Path(tmp) / "features.tif", extractor, dataclasses.replace(options, overwrite=True), progress)
         with rasterio.open(enc.out) as ds:
@@ -163,15 +171,52 @@ def save_head(path: str | Path, head: LinearHead, info: dict[str, object]) -> Pa
     return path
 
 
+def _head_problem(blob: object) -> str | None:
+    """What is wrong with a loaded head file's structure (after the format check), or None."""
+    assert isinstance(blob, dict)
+    info, dim, sd = blob["info"], blob.get("dim"), blob.get("state_dict")
+    classes, names, layers = info.get("classes"), info.get("names"), info.get("layers")
+    if not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES:
+        return f"classes must be a list of 2 to {MAX_CLASSES} values, not {_brief(classes)}"
+    if not isinstance(names, list) or len(names) != len(classes) or not all(isinstance(n, str) for n in names):
+        return f"names must be a list of {len(classes)} strings, not {_brief(names)}"
+    if not isinstance(info.get("model"), str):
+        return f"model must be a spec name, not {_brief(info.get('model'))}"
+    if not isinstance(layers, list) or not layers or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+        return f"layers must be a non-empty list of block indexes, not {_brief(layers)}"
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        return f"dim must be a positive integer, not {_brief(dim)}"
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        return "state_dict must be a dict of tensors"
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in LinearHead(dim, len(classes)).state_dict().items()}
+    got = {str(k): tuple(v.shape) for k, v in sd.items()}
+    if got != expected:
+        bad = sorted(k for k in expected.keys() | got.keys() if got.get(k) != expected.get(k))
+        diffs = ", ".join(f"{k} {got.get(k)} vs {expected.get(k)}" for k in bad[:3])
+        return f"its state dict does not fit dim {dim} and {len(classes)} classes ({diffs})"
+    if (key := first_nonfinite(sd)) is not None:
+        return f"tensor '{key}' holds NaN/inf values"
+    return None
+
+
+def _brief(value: object) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def load_head(path: str | Path) -> tuple[LinearHead, dict[str, object]]:
-    """Read a head written by :func:`save_head` (weights-only unpickling)."""
+    """Read a head written by :func:`save_head` (weights-only unpickling); malformed files raise one-line :class:`InputError`."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        info = blob["info"]
-        if info.get("format") != HEAD_FORMAT:
+        if not isinstance(blob, dict) or not isinstance(blob.get("info"), dict) or blob["info"].get("format") != HEAD_FORMAT:
             raise KeyError("format")
-        head = LinearHead(int(blob["dim"]), len(info["classes"]))
-        head.load_state_dict(blob["state_dict"])
     except (OSError, KeyError, RuntimeError, TypeError, AttributeError, pickle.UnpicklingError, EOFError) as exc:
         raise InputError(f"{path} is not a land-cover head written by geodino train-head ({type(exc).__name__})") from None
+    problem = _head_problem(blob)
+    if problem is not None:
+        raise InputError(f"land-cover head {path} is not valid: {problem}")
+    info = blob["info"]
+    head = LinearHead(blob["dim"], len(info["classes"]))
+    head.load_state_dict(blob["state_dict"])
     return head.eval(), info

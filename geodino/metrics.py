@@ -35,10 +35,13 @@ def regression_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     }
 
 
-def evaluate_height(prediction: str | Path, reference: str | Path, report: str | Path | None = None) -> dict[str, object]:
+def evaluate_height(
+    prediction: str | Path, reference: str | Path, report: str | Path | None = None, prediction_name: str | Path | None = None
+) -> dict[str, object]:
     """Compare a canopy-height raster with a reference (e.g. lidar CHM) on the reference's grid.
 
-    Returns the metrics plus what was compared; writes them as JSON to ``report`` when given.
+    Returns the metrics plus what was compared; writes them as JSON to ``report`` when given
+    (``prediction_name``: the prediction's final path when ``prediction`` is a run's temporary).
     """
     try:
         with rasterio.open(reference) as ref_ds:
@@ -52,7 +55,7 @@ def evaluate_height(prediction: str | Path, reference: str | Path, report: str |
         raise InputError(f"reference {reference} has no CRS")
     result: dict[str, object] = {
         **regression_metrics(pred, ref),
-        "prediction": str(prediction),
+        "prediction": str(prediction_name or prediction),
         "reference": str(reference),
         "grid": "reference",
         "resampling": "area mean of the prediction onto the reference pixels",

@@ -22,9 +22,10 @@ from geodino.adapter import BandAdapter, make_adapter
 from geodino.engine import EncodeOptions, Progress, TileData, make_plan, stream_tiles
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, Tokens, autocast, check_precision, resolve_device
+from geodino.outputs import OutputSet, own_outputs
 from geodino.scene import Scene, open_scene
 from geodino.stitch import Stitcher
-from geodino.writer import GDAL_CACHE_MB, NODATA_CLASS, FeatureWriter, check_output
+from geodino.writer import GDAL_CACHE_MB, NODATA_CLASS, FeatureWriter
 
 
 class CanopyPredictor:
@@ -108,25 +109,40 @@ def predict_scene(
     probabilities: str | Path | None = None,
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
     class_names: list[str] | None = None,
+    outputs: OutputSet | None = None,
 ) -> PredictResult:
     """Predict over a whole scene at pixel resolution and write a COG at ``out``.
 
     ``kind="canopy_height"``: float32 metres, NaN nodata. ``kind="land_cover"``: uint8 class index
     (argmax of the blended logits), nodata 255, colour table; ``probabilities`` adds a float32 COG of
-    softmax class probabilities. Nothing is left behind if anything fails.
+    softmax class probabilities. ``outputs``: the run's :class:`~geodino.outputs.OutputSet` with the roles
+    ``prediction`` (and ``probabilities``); its owner commits. Default: a set of its own, committed here.
+    Nothing changes at the outputs if anything fails.
     """
     t_start = time.perf_counter()
-    check_output(out, "cog", options.overwrite)
-    if probabilities is not None:
-        check_output(probabilities, "cog", options.overwrite)
     if not isinstance(scene, Scene):
         scene = open_scene(scene)
+    classes = kind == "land_cover"
+    if classes and predictor.dim > NODATA_CLASS:
+        raise InputError(
+            f"a class raster holds at most {NODATA_CLASS} classes (uint8, nodata {NODATA_CLASS}); this head has {predictor.dim}"
+        )
+    targets = {"prediction": out, "probabilities": probabilities}
+    with own_outputs(outputs, targets, scene.paths, options.overwrite) as outs:
+        return _predict(scene, outs, predictor, options, kind, progress, adapter, resolution, colormap, class_names, t_start)
+
+
+def _predict(
+    scene: Scene, outs: OutputSet, predictor: CanopyPredictor | LandCoverPredictor, options: EncodeOptions, kind: str,
+    progress: Progress | None, adapter: BandAdapter | None, resolution: float | None,
+    colormap: dict[int, tuple[int, int, int, int]] | None, class_names: list[str] | None, t_start: float,
+) -> PredictResult:  # fmt: skip
     plan = make_plan(scene, options, predictor.patch)
     adapter = adapter or make_adapter(scene, predictor.in_bands, options.sensor, options.bands)
     classes = kind == "land_cover"
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        main = FeatureWriter(out, scene.geobox, 1, "cog", "uint8" if classes else "float32", options.overwrite)
-        prob = FeatureWriter(probabilities, scene.geobox, predictor.dim, "cog", "float32", options.overwrite) if probabilities else None
+        main = FeatureWriter(outs.temp("prediction"), scene.geobox, 1, "cog", "uint8" if classes else "float32")
+        prob = FeatureWriter(outs.temp("probabilities"), scene.geobox, predictor.dim, "cog", "float32") if "probabilities" in outs else None
         try:
 
             def sink(row0: int, block: np.ndarray) -> None:
@@ -134,7 +150,10 @@ def predict_scene(
                     main.write_rows(row0, block)
                     return
                 nodata = np.isnan(block).all(axis=-1)
-                label = np.nan_to_num(block, nan=-np.inf).argmax(axis=-1).astype(np.uint8)
+                label = np.nan_to_num(block, nan=-np.inf).argmax(axis=-1)
+                if label.max(initial=0) >= NODATA_CLASS:  # (refused up front; never written modulo 256)
+                    raise InputError(f"class index {label.max()} does not fit a uint8 class raster")
+                label = label.astype(np.uint8)
                 label[nodata] = NODATA_CLASS
                 main.write_rows(row0, label[..., None])
                 if prob is not None:
@@ -162,16 +181,17 @@ def predict_scene(
             }
             extra: dict[str, Path] = {}
             if prob is not None:
-                extra["probabilities"] = prob.finish({**meta, "product": "class_probabilities"}, [f"p_{n}" for n in class_names or []])
-            path = main.finish(meta, ["class"] if classes else ["canopy_height_m"], colormap=colormap, resolution=resolution)
+                prob.finish({**meta, "product": "class_probabilities"}, [f"p_{n}" for n in class_names or []])
+                extra["probabilities"] = outs.path("probabilities")
+            main.finish(meta, ["class"] if classes else ["canopy_height_m"], colormap=colormap, resolution=resolution)
         except BaseException:
             main.abort()
             if prob is not None:
                 prob.abort()
-            for written in locals().get("extra", {}).values():
-                written.unlink(missing_ok=True)
             raise
-    return PredictResult(path, scene.shape, len(plan), skipped, time.perf_counter() - t_start, model_seconds, adapter, meta, extra)
+    return PredictResult(
+        outs.path("prediction"), scene.shape, len(plan), skipped, time.perf_counter() - t_start, model_seconds, adapter, meta, extra
+    )
 
 
 def check_resolution(resolution: float | None) -> float | None:

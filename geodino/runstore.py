@@ -8,8 +8,10 @@ While running, everything lives in ``.<name>.geodino-run/`` beside the output:
 - ``done/<i>_<j>``: a marker written after a block's region is on disk.
 
 Re-running the same command skips the blocks with markers (a block killed half-way has none and is
-written again in full). When all blocks are done the store is moved to ``out`` and the folder removed,
-so ``out`` never exists half-written. A different command on the same output is refused.
+written again in full; chunk temporaries it left are removed). When all blocks are done the store is
+sealed (its completion record), handed to the run's :class:`~geodino.outputs.OutputSet` to be moved to
+``out``, and the folder removed, so ``out`` never exists half-written. A different command, or input
+files that changed in any way (:func:`file_identity`), on the same output is refused.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from odc.geo.geobox import GeoBox
 
 from geodino.blocks import Block
 from geodino.errors import InputError
-from geodino.writer import feature_dataset
+from geodino.outputs import run_folder
+from geodino.writer import feature_dataset, remove_partials, seal_store
 
 #: features per Zarr chunk (chunks stay <= 64 MiB of float32 at 256x256 cells, whatever the layers)
 FEATURE_CHUNK = 256
@@ -35,12 +38,25 @@ def _jsonable(value: object) -> object:
     return json.loads(json.dumps(value, default=str))
 
 
+def file_identity(paths: Sequence[str]) -> list[list[object]]:
+    """``[path, size, mtime_ns, ctime_ns, inode]`` of each local file. The ctime changes on every write and
+    every metadata change and cannot be set by ``cp -p``, ``rsync -a`` or ``touch -r``; the inode changes
+    when a file is replaced. So a file rewritten in place, or replaced, with its size and mtime kept is
+    seen as changed (as is a file merely chmod-ed or moved back: a safe false alarm)."""
+    stamps: list[list[object]] = []
+    for p in paths:
+        if os.path.exists(p):
+            st = os.stat(p)
+            stamps.append([p, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+    return stamps
+
+
 class ZarrRun:
-    """The run folder of one Zarr output; :meth:`prepare` creates or resumes it."""
+    """The run folder of one Zarr output (``folder``); :meth:`prepare` creates or resumes it."""
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
-        self.folder = self.out.with_name(f".{self.out.name}.geodino-run")
+        self.folder = run_folder(self.out)
         self.store = self.folder / "features.zarr"
         self.done_dir = self.folder / "done"
 
@@ -74,6 +90,7 @@ class ZarrRun:
             old = json.loads(record.read_text()) if record.exists() else None
             complete = old is not None and (self.store / ".zmetadata").exists()
             if complete and old == fingerprint and not overwrite:
+                remove_partials(self.store)
                 return self.done()
             if complete and not overwrite:  # (an incomplete folder was cut short while being set up: start again)
                 raise InputError(
@@ -94,14 +111,10 @@ class ZarrRun:
         """Remove the run folder (a run that failed before finishing any block)."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def finish(self) -> Path:
-        """Move the complete store to ``out`` (replacing it) and remove the run folder."""
-        from geodino.writer import remove_path
-
-        remove_path(self.out)
-        os.replace(self.store, self.out)
-        shutil.rmtree(self.folder, ignore_errors=True)
-        return self.out
+    def seal(self, blocks: int) -> Path:
+        """Record the finished store's completion (see :func:`~geodino.writer.seal_store`); returns the store."""
+        seal_store(self.store, blocks)
+        return self.store
 
 
 def write_block(run_folder: str, block: Block, data: np.ndarray, dtype: str) -> None:

@@ -61,10 +61,6 @@ class Scene:
         sources = tuple((os.path.abspath(p) if local(p) else p, b) for p, b in self.band_sources)
         return replace(self, band_sources=sources)
 
-    def file_stamps(self) -> list[list[object]]:
-        """``[path, size, mtime_ns]`` of each local file: a resumed run must read the same files."""
-        return [[p, os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in self.paths if os.path.exists(p)]
-
     def crop(self, row: int, col: int, height: int, width: int) -> Scene:
         """The part ``[row, row + height) x [col, col + width)`` (pixels of this scene) as a scene of its own."""
         h, w = self.shape
@@ -179,13 +175,22 @@ def open_scene(paths: str | Path | Sequence[str | Path]) -> Scene:
                 raise InputError(f"{path} is not on the grid of {items[0]}: band files must share shape, transform and CRS")
             if ds.dtypes[0] != first["dtype"] or len(set(ds.dtypes)) > 1:
                 raise InputError(f"{path}: bands of different data types ({', '.join(sorted(set(ds.dtypes)))}) cannot be stacked")
+            if ds.dtypes[0].startswith(("complex", "cint")):
+                raise InputError(
+                    f"{path} holds complex values ({ds.dtypes[0]}): geodino needs real-valued bands; "
+                    "write the amplitude or intensity first, e.g. gdal_calc.py --calc 'abs(A)' --type Float32"
+                )
             flags = ds.mask_flag_enums
             has_mask |= any(rasterio.enums.MaskFlags.per_dataset in f or rasterio.enums.MaskFlags.alpha in f for f in flags)
+            kept = 0
             for i, name in enumerate(_band_names(ds, path, len(items) == 1)):
                 if ds.colorinterp[i].name == "alpha":
                     continue
                 names.append(name)
                 sources.append((path, i + 1))
+                kept += 1
+            if not kept:
+                raise InputError(f"{path} has no image bands: its {ds.count} band(s) are all alpha (transparency masks), nothing to encode")
     if len(set(canonical_band(n) for n in names)) < len(names) and len(items) > 1:
         raise InputError(f"band files give repeated band names {names}: rename the files or pass them in order with --bands")
     h, w = first["shape"]  # type: ignore[misc]

@@ -6,6 +6,7 @@ Presets are YAML files in ``configs/sensors/`` (one per sensor; the directory ca
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -72,30 +73,125 @@ def sensors_dir() -> Path:
     return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "geodino" / "sensors"
 
 
+#: Keys a preset file may hold, and those of its ``match`` and ``stretch`` mappings.
+PRESET_KEYS = ("name", "description", "match", "bands", "rgb", "scale", "offset", "nodata", "stretch", "guess")
+MATCH_KEYS = ("dtype", "count")
+STRETCH_KEYS = ("lo", "hi", "percentiles")
+
+
+def _num(v: object) -> float | None:
+    """``v`` as a float when it is a number (YAML 1.1 reads ``1e-4`` as text, so numeric text counts), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def _finite(v: object) -> bool:
+    x = _num(v)
+    return x is not None and math.isfinite(x)
+
+
+def _names(v: object) -> bool:
+    """A non-empty list of band names (1-based band indexes written as integers count as names)."""
+    ok = lambda x: (isinstance(x, str) and bool(x.strip())) or (isinstance(x, int) and not isinstance(x, bool) and x > 0)  # noqa: E731
+    return isinstance(v, list) and bool(v) and all(ok(x) for x in v)
+
+
+def _listed(v: object) -> list[object]:
+    return v if isinstance(v, list) else [v]
+
+
+def _check_stretch(stretch: object, errors: list[str]) -> None:
+    if not isinstance(stretch, dict):
+        errors.append("stretch must be a mapping ({lo: x, hi: y} or {percentiles: [p, q]})")
+        return
+    errors.extend(f"unknown stretch key {k!r} (known: {', '.join(STRETCH_KEYS)})" for k in stretch if k not in STRETCH_KEYS)
+    fixed = "lo" in stretch or "hi" in stretch
+    if fixed and "percentiles" in stretch:
+        errors.append("stretch takes lo and hi, or percentiles, not both")
+    elif fixed:
+        lo, hi = stretch.get("lo"), stretch.get("hi")
+        if not (_finite(lo) and _finite(hi)):
+            errors.append(f"stretch lo and hi must both be finite numbers, not {lo!r} and {hi!r}")
+        elif not float(lo) < float(hi):  # type: ignore[arg-type]
+            errors.append(f"stretch lo {lo} must be below hi {hi}")
+    elif "percentiles" in stretch:
+        pq = stretch["percentiles"]
+        p, q = (_num(pq[0]), _num(pq[1])) if isinstance(pq, list) and len(pq) == 2 else (None, None)
+        if p is None or q is None or not 0 <= p < q <= 100:  # NaN fails the comparison too
+            errors.append(f"stretch percentiles must be [p, q] with 0 <= p < q <= 100, not {pq!r}")
+    else:
+        errors.append("stretch needs lo and hi, or percentiles")
+
+
+def _problems(raw: object) -> list[str]:
+    """Everything wrong with a preset file's parsed YAML (empty when it is valid)."""
+    if not isinstance(raw, dict):
+        return [f"it must hold a mapping of keys ({', '.join(PRESET_KEYS)}), not {type(raw).__name__}"]
+    errors = [f"unknown key {k!r} (known: {', '.join(PRESET_KEYS)})" for k in raw if k not in PRESET_KEYS]
+    if not (isinstance(raw.get("name"), str) and raw["name"].strip()):
+        errors.append("name must be a non-empty string" if "name" in raw else "name is missing")
+    if not isinstance(raw.get("description", ""), str):
+        errors.append("description must be a string")
+    if not _names(raw.get("rgb")):
+        errors.append("rgb must be a non-empty list of band names (strings)" if "rgb" in raw else "rgb is missing")
+    if not (_finite(raw.get("scale", 1.0)) and _num(raw.get("scale", 1.0)) != 0):
+        errors.append(f"scale must be a finite non-zero number, not {raw.get('scale')!r}")
+    if not (_finite(raw.get("offset", 0.0)) or raw.get("offset") == "auto"):
+        errors.append(f"offset must be a finite number or 'auto', not {raw.get('offset')!r}")
+    if raw.get("nodata") is not None and _num(raw["nodata"]) is None:
+        errors.append(f"nodata must be a number or null, not {raw['nodata']!r}")
+    if not isinstance(raw.get("guess", True), bool):
+        errors.append(f"guess must be true or false, not {raw['guess']!r}")
+    if raw.get("stretch") is not None:
+        _check_stretch(raw["stretch"], errors)
+    bands = raw.get("bands") or {}
+    if not isinstance(bands, dict):
+        errors.append("bands must map a band count to that many band names")
+    for count, layout in bands.items() if isinstance(bands, dict) else ():
+        if not (isinstance(count, int) and not isinstance(count, bool) and count > 0 and _names(layout) and len(layout) == count):
+            errors.append(f"bands {count!r} must be a list of {count} band names")
+    match = raw.get("match") or {}
+    if not isinstance(match, dict):
+        errors.append("match must be a mapping (dtype, count)")
+        match = {}
+    errors.extend(f"unknown match key {k!r} (known: {', '.join(MATCH_KEYS)})" for k in match if k not in MATCH_KEYS)
+    if "dtype" in match and not all(isinstance(d, str) for d in _listed(match["dtype"])):
+        errors.append(f"match dtype must be a data type name or a list of them, not {match['dtype']!r}")
+    if "count" in match and not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in _listed(match["count"])):
+        errors.append(f"match count must be a band count or a list of them, not {match['count']!r}")
+    return errors
+
+
 def _parse(path: Path) -> SensorPreset:
+    """Read and validate one preset file; every problem found is reported in one :class:`InputError` line."""
     try:
         raw = yaml.safe_load(path.read_text())
-        match = raw.get("match") or {}
-        stretch = raw.get("stretch") or {"percentiles": [2, 98]}
-        if not ({"lo", "hi"} <= set(stretch) or "percentiles" in stretch):
-            raise ValueError("stretch needs lo and hi, or percentiles")
-        offset = raw.get("offset", 0.0)
-        return SensorPreset(
-            name=str(raw["name"]),
-            description=str(raw.get("description", "")),
-            rgb=tuple(str(b) for b in raw["rgb"]),
-            scale=float(raw.get("scale", 1.0)),
-            offset=offset if offset == "auto" else float(offset),
-            stretch=dict(stretch),
-            bands={int(k): tuple(str(b) for b in v) for k, v in (raw.get("bands") or {}).items()},
-            match_dtype=tuple(match.get("dtype", ())),
-            match_count=tuple(int(c) for c in match.get("count", ())),
-            nodata=None if raw.get("nodata") is None else float(raw["nodata"]),
-            guess=bool(raw.get("guess", True)),
-            path=str(path),
-        )
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InputError(f"sensor preset {path} is not valid: {exc}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"sensor preset {path} is not valid: {' '.join(str(exc).split())}") from None
+    errors = _problems(raw)
+    if errors:
+        raise InputError(f"sensor preset {path} is not valid: {'; '.join(' '.join(e.split()) for e in errors)}")
+    match = raw.get("match") or {}
+    offset = raw.get("offset", 0.0)
+    stretch = raw.get("stretch") or {"percentiles": [2, 98]}
+    return SensorPreset(
+        name=raw["name"],
+        description=raw.get("description", ""),
+        rgb=tuple(str(b) for b in raw["rgb"]),
+        scale=float(raw.get("scale", 1.0)),
+        offset=offset if offset == "auto" else float(offset),
+        stretch={k: ([float(x) for x in v] if k == "percentiles" else float(v)) for k, v in stretch.items()},
+        bands={int(k): tuple(str(b) for b in v) for k, v in (raw.get("bands") or {}).items()},
+        match_dtype=tuple(str(d) for d in _listed(match.get("dtype", []))),
+        match_count=tuple(int(c) for c in _listed(match.get("count", []))),  # type: ignore[call-overload]
+        nodata=None if raw.get("nodata") is None else float(raw["nodata"]),
+        guess=raw.get("guess", True),
+        path=str(path),
+    )
 
 
 def load_presets() -> dict[str, SensorPreset]:

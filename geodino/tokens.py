@@ -8,15 +8,12 @@ the end: ``(1 + S) * L * D`` floats per tile, e.g. 20 KiB for ViT-L with one lay
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from odc.geo.geobox import GeoBox
 
-from geodino.errors import InputError
 from geodino.tiling import Tile, TilePlan, tile_geobox
-from geodino.writer import remove_path
 
 
 def tokens_path(out: Path) -> Path:
@@ -39,15 +36,12 @@ class TokenCollector:
         self.cls.append(np.asarray(cls, np.float32))
         self.storage.append(np.asarray(storage, np.float32))
 
-    def write(self, out: Path, metadata: dict[str, object], overwrite: bool) -> Path | None:
-        """Write the sidecar atomically (temporary name, then rename); None if no tile was encoded."""
+    def write(self, dest: Path, metadata: dict[str, object]) -> Path | None:
+        """Write the sidecar at ``dest`` (a temporary of the run's outputs); None if no tile was encoded."""
         import xarray as xr
 
         if not self.rows:
             return None
-        path = tokens_path(out)
-        if path.exists() and not overwrite:
-            raise InputError(f"{path} exists: pass --overwrite to replace it")
         meta = np.array(self.rows)
         ds = xr.Dataset(
             {
@@ -62,11 +56,5 @@ class TokenCollector:
             },
             attrs={"crs": self.scene.crs.to_wkt(), **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}},
         )
-        tmp = path.with_name(f".{path.name}.geodino-{os.getpid()}.part")
-        try:
-            ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
-            remove_path(path)
-            os.replace(tmp, path)
-        finally:
-            remove_path(tmp)
-        return path
+        ds.to_zarr(dest, mode="w", consolidated=True, zarr_format=2)
+        return dest

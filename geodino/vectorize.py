@@ -1,8 +1,7 @@
-"""Class rasters to polygons (geopandas, shapely), in the raster's CRS, written atomically."""
+"""Class rasters to polygons (geopandas, shapely), in the raster's CRS (a run's ``vector`` output)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +9,24 @@ import rasterio
 from rasterio.features import shapes
 from shapely.geometry import shape
 
-from geodino.writer import NODATA_CLASS, remove_path
+from geodino.errors import InputError
+from geodino.writer import NODATA_CLASS
+
+#: vector formats written by ``--vector``, by suffix (single files: a shapefile's sidecars could not be committed together)
+VECTOR_DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf"}
 
 
-def polygonize(classes: str | Path, out: str | Path, names: list[str]) -> int:
-    """Polygons of equal class (4-connected) from a uint8 class raster, nodata excluded; returns their count.
+def check_vector_name(path: str | Path) -> Path:
+    """Refuse a vector output whose suffix names no single-file format geodino writes."""
+    path = Path(path)
+    if path.suffix.lower() not in VECTOR_DRIVERS:
+        raise InputError(f"--vector {path}: give a .gpkg, .geojson or .fgb file name")
+    return path
+
+
+def polygonize(classes: str | Path, dest: str | Path, names: list[str], layer: str | None = None) -> int:
+    """Polygons of equal class (4-connected) from a uint8 class raster, nodata excluded, written at ``dest`` (the
+    format from its suffix, see :data:`VECTOR_DRIVERS`); returns their count.
 
     Columns: ``class`` (index), ``name``, ``geometry``. Reads the whole raster.
     """
@@ -30,13 +42,8 @@ def polygonize(classes: str | Path, out: str | Path, names: list[str]) -> int:
         geometry=[r[2] for r in rows],
         crs=crs.to_wkt() if crs else None,
     )
-    out = Path(out)
-    tmp = out.with_name(f".{out.stem}.geodino-{os.getpid()}{out.suffix}")
-    try:
-        layer = "".join(ch if ch.isalnum() else "_" for ch in out.stem) or "classes"
-        gdf.to_file(tmp, driver="GPKG", layer=layer) if out.suffix.lower() == ".gpkg" else gdf.to_file(tmp)
-        remove_path(out)
-        os.replace(tmp, out)
-    finally:
-        remove_path(tmp)
+    dest = Path(dest)
+    driver = VECTOR_DRIVERS[dest.suffix.lower()]
+    layer = "".join(ch if ch.isalnum() else "_" for ch in (layer or dest.stem)) or "classes"
+    gdf.to_file(dest, driver=driver, layer=layer) if driver == "GPKG" else gdf.to_file(dest, driver=driver)
     return len(gdf)

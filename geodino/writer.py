@@ -2,16 +2,15 @@
 
 Rows arrive from the stitcher in order and go straight to a tiled temporary GeoTIFF beside the
 output, so memory does not grow with the scene. :meth:`FeatureWriter.finish` optionally projects to
-PCA components, writes the final format under a temporary name and renames it over ``out`` only
-when complete; :meth:`FeatureWriter.abort` (or any exception inside ``with``) removes every
-temporary. Nodata is NaN. Every output carries the run's metadata (tags / attrs).
+PCA components and writes the final format at ``dest``, a temporary of the run's
+:class:`~geodino.outputs.OutputSet`, which moves it into place with the run's other outputs;
+:meth:`FeatureWriter.abort` (or any exception inside ``with``) removes everything written. Nodata is
+NaN. Every output carries the run's metadata (tags / attrs).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,9 +21,11 @@ from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 
 from geodino.errors import InputError
+from geodino.outputs import remove_path
 
 FORMATS = ("cog", "zarr")
-DTYPES = ("float32", "float16", "uint8")
+DTYPES = ("float32", "float16", "uint8")  # uint8: class rasters only
+FEATURE_DTYPES = ("float32", "float16")
 #: GDAL block cache while finishing: bounded so memory does not grow with the scene.
 GDAL_CACHE_MB = 64
 #: ``project(block (rows, cols, D)) -> (rows, cols, K)`` applied while finishing (PCA).
@@ -44,27 +45,12 @@ def overview_factors(height: int, width: int, block: int = BLOCK) -> list[int]:
     return factors
 
 
-def remove_path(path: Path) -> None:
-    """Remove a file or directory if it exists."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)
-
-
-def check_output(out: str | Path, fmt: str, overwrite: bool) -> Path:
-    """Validate an output path before any work: format, existing file, writable folder."""
-    out = Path(out)
+def check_format(fmt: str, dtype: str) -> None:
+    """Refuse an unknown format or a feature dtype other than float32/float16 (features never go through uint8)."""
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists: pass --overwrite to replace it")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"output folder {parent} is not writable")
-    return out
+    if dtype not in FEATURE_DTYPES:
+        raise InputError(f"--dtype {dtype!r}: use float32 or float16 (features are not integers)")
 
 
 def zarr_attrs(metadata: dict[str, object]) -> dict[str, object]:
@@ -91,28 +77,79 @@ def feature_dataset(data: object, geobox: GeoBox, band_names: Sequence[str], met
     return ds
 
 
+def _chunk_keys(array_dir: Path) -> tuple[list[str], set[str]]:
+    """Every chunk key a v2 Zarr array should hold, and the chunk files it holds."""
+    meta = json.loads((array_dir / ".zarray").read_text())
+    sep = meta.get("dimension_separator") or "."
+    counts = [-(-n // c) for n, c in zip(meta["shape"], meta["chunks"], strict=True)]
+    expected = [sep.join(map(str, idx)) for idx in np.ndindex(*counts)]
+    present = {str(p.relative_to(array_dir)).replace("/", sep) for p in array_dir.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    return expected, present
+
+
+def remove_partials(store: Path) -> int:
+    """Remove chunk temporaries (``*.partial``, left by a killed write) from a Zarr store; returns how many."""
+    found = [p for p in store.rglob("*.partial") if p.is_file()] if store.is_dir() else []
+    for p in found:
+        p.unlink()
+    return len(found)
+
+
+def seal_store(store: Path, blocks: int | None = None) -> None:
+    """Record in a finished feature store that it is complete: its blocks and the chunks that are empty by
+    design (all NaN, so not written). :func:`check_sealed` compares the store with this record."""
+    import zarr
+
+    remove_partials(store)
+    expected, present = _chunk_keys(store / "features")
+    record = {"complete": True, "blocks": blocks, "chunks": len(expected), "empty_chunks": [k for k in expected if k not in present]}
+    group = zarr.open_group(str(store), mode="r+", zarr_format=2)
+    group.attrs["completion"] = json.dumps(record)
+    zarr.consolidate_metadata(str(store), zarr_format=2)
+
+
+def check_sealed(store: Path) -> None:
+    """Refuse a feature store that is unfinished (no completion record) or has lost chunks since it was sealed."""
+    try:
+        attrs = json.loads((store / ".zattrs").read_text())
+        record = json.loads(attrs["completion"])
+        expected, present = _chunk_keys(store / "features")
+    except (OSError, KeyError, ValueError, TypeError):
+        raise InputError(f"{store} is not a finished geodino feature store (no completion record): finish its encode run first") from None
+    missing = [k for k in expected if k not in present and k not in set(record.get("empty_chunks", []))]
+    if missing or record.get("chunks") != len(expected):
+        raise InputError(
+            f"{store} is damaged: {len(missing)} chunk(s) missing since it was written "
+            f"(first: features/{missing[0] if missing else '?'}); encode it again"
+        )
+    partial = [p for p in store.rglob("*.partial")]
+    if partial:
+        raise InputError(f"{store} holds chunk temporaries ({partial[0].name}): it was not finished cleanly; encode it again")
+
+
 def flat_tags(metadata: dict[str, object]) -> dict[str, str]:
     """Metadata as GeoTIFF tags: ``GEODINO_<KEY>`` = plain string or compact JSON."""
     return {f"GEODINO_{k.upper()}": v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for k, v in metadata.items()}
 
 
 class FeatureWriter:
-    """Receives finished rows ``(rows, cols, D)`` and produces ``out`` atomically."""
+    """Receives finished rows ``(rows, cols, D)`` and writes the finished raster at ``dest``.
 
-    def __init__(
-        self, out: str | Path, geobox: GeoBox, dim: int, fmt: str = "cog", dtype: str = "float32", overwrite: bool = False
-    ) -> None:
-        if dtype not in DTYPES:
-            raise InputError(f"--dtype {dtype!r}: use float32 or float16")
-        self.out = check_output(out, fmt, overwrite)
+    ``dest`` is a temporary of an :class:`~geodino.outputs.OutputSet` (which moves it into place); the
+    writer's own scratch files are named after it, in its folder, and removed by :meth:`finish`/:meth:`abort`.
+    """
+
+    def __init__(self, dest: str | Path, geobox: GeoBox, dim: int, fmt: str = "cog", dtype: str = "float32") -> None:
+        if fmt not in FORMATS or dtype not in DTYPES:
+            raise InputError(f"cannot write {fmt} rasters of {dtype}")
+        self.out = Path(dest)
         self.geobox, self.dim, self.fmt, self.dtype = geobox, dim, fmt, dtype
         self.classes = dtype == "uint8"  # class rasters: nodata 255, nearest/mode resampling
         self.disk_dtype = "uint8" if self.classes else "float32"
         self.nodata = NODATA_CLASS if self.classes else float("nan")
-        stem = f".{self.out.name}.geodino-{os.getpid()}"
-        self.tmp_rows = self.out.with_name(stem + ".rows.tif")
-        self.tmp_proj = self.out.with_name(stem + ".proj.tif")
-        self.tmp_out = self.out.with_name(stem + ".part")
+        self.tmp_rows = self.out.with_name(self.out.name + ".rows.tif")
+        self.tmp_proj = self.out.with_name(self.out.name + ".proj.tif")
+        self.tmp_out = self.out
         self._extra: list[Path] = []
         self._rows = self._open_rows(self.tmp_rows, dim)
 
@@ -154,8 +191,8 @@ class FeatureWriter:
         colormap: dict[int, tuple[int, int, int, int]] | None = None,
         resolution: float | None = None,
     ) -> Path:
-        """Write the final COG or Zarr with ``metadata``, band names and an optional colour table, then move it
-        to ``out``. ``resolution`` (COG only): resample to that coarser pixel size by area mean."""
+        """Write the final COG or Zarr at ``dest`` with ``metadata``, band names and an optional colour table.
+        ``resolution`` (COG only): resample to that coarser pixel size by area mean."""
         if project is not None:
             src = self._project(project, len(band_names))
         else:
@@ -173,9 +210,7 @@ class FeatureWriter:
                 self._to_cog(src)
             else:
                 self._to_zarr(src, metadata, band_names)
-        remove_path(self.out)
-        os.replace(self.tmp_out, self.out)
-        self._cleanup()
+        self._cleanup(keep=self.out)
         return self.out
 
     def _to_cog(self, src: Path) -> None:
@@ -224,13 +259,15 @@ class FeatureWriter:
         data = xr.open_dataarray(src, engine="rasterio", chunks={"band": -1, "y": 256, "x": 256}).data.astype(self.dtype)
         ds = feature_dataset(data, self.geobox, band_names, metadata)
         ds.to_zarr(self.tmp_out, mode="w", consolidated=True, zarr_format=2)  # type: ignore[attr-defined]
+        seal_store(self.tmp_out)
 
-    def _cleanup(self) -> None:
+    def _cleanup(self, keep: Path | None = None) -> None:
         for p in (self.tmp_rows, self.tmp_proj, self.tmp_out, *self._extra):
-            remove_path(p)
+            if p != keep:
+                remove_path(p)
 
     def abort(self) -> None:
-        """Close and delete every temporary; ``out`` is untouched."""
+        """Close and delete everything written, ``dest`` included."""
         try:
             self._rows.close()
         finally:

@@ -229,3 +229,63 @@ def test_sharded_hf_folder_loads(tiny_sd, tmp_path: Path) -> None:
     index = {"metadata": {}, "weight_map": {k: name for name, part in shards.items() for k in part}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     assert torch.equal(_patches(build_model(TINY, folder)), _patches(model))
+
+
+# -- NaN/inf values and unreadable side files ------------------------------------------------------
+
+NAN_MSG = "checkpoint {}: tensor '{}' holds NaN/inf values (a corrupt file or a diverged training run)"
+
+
+def _poisoned(sd: dict, key: str, value: float) -> dict:
+    t = sd[key].clone()
+    t.view(-1)[-1] = value
+    return {**sd, key: t}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("blocks.0.attn.qkv.weight", float("nan")), ("norm.bias", float("inf")), ("rope_embed.periods", float("-inf"))]
+)
+def test_nonfinite_tensor_is_refused_by_name(tiny_sd, tmp_path: Path, key: str, value: float) -> None:
+    path = _save(_poisoned(tiny_sd, key, value), tmp_path / "bad.pth")
+    with pytest.raises(WeightsError) as err:
+        build_model(TINY, path)
+    assert str(err.value) == NAN_MSG.format("bad.pth", key)
+
+
+def test_nonfinite_tensor_in_hf_folder_is_named_as_in_the_file(tiny_sd, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = save_checkpoint(build_model(TINY, _save(tiny_sd, tmp_path / "w.pth")), tmp_path / "hf", layout="hf")
+    sd = load_file(str(folder / "model.safetensors"))
+    save_file(_poisoned(sd, "model.layer.1.mlp.up_proj.weight", float("inf")), str(folder / "model.safetensors"))
+    with pytest.raises(WeightsError) as err:
+        build_model(TINY, folder)
+    assert str(err.value) == NAN_MSG.format("hf", "model.layer.1.mlp.up_proj.weight")
+
+
+def test_check_weights_refuses_nonfinite_tensors_in_one_line(tiny_sd, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from geodino.cli import app
+
+    path = _save(_poisoned(tiny_sd, "cls_token", float("nan")), tmp_path / "nan.pth")
+    result = CliRunner().invoke(app, ["check-weights", TINY, "--weights", str(path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.splitlines()) == 1 and "nan.pth: tensor 'cls_token' holds NaN/inf values" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fragment"),
+    [
+        ("config.json", '{"hidden_size": 64,', "config.json: not a valid JSON file (Expecting"),
+        ("config.json", "[1, 2]", "config.json: must hold a JSON object, not a list"),
+        ("model.safetensors.index.json", "{oops", "model.safetensors.index.json: not a valid JSON file"),
+        ("model.safetensors.index.json", '{"metadata": {}}', "model.safetensors.index.json: needs a weight_map"),
+    ],
+)
+def test_unreadable_hf_json_is_one_line(tiny_sd, tmp_path: Path, name: str, text: str, fragment: str) -> None:
+    folder = save_checkpoint(build_model(TINY, _save(tiny_sd, tmp_path / "w.pth")), tmp_path / "hf", layout="hf")
+    (folder / name).write_text(text)
+    with pytest.raises(WeightsError) as err:
+        build_model(TINY, folder)
+    assert fragment in str(err.value) and "\n" not in str(err.value)

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from geodino.errors import WeightsError
+from geodino import outputs as outputs_module
+from geodino.cli import app
+from geodino.errors import GeodinoError, InputError, WeightsError
 from geodino.models import build_model, cache_dir, download, find_weights, get_spec
 from geodino.models.checkpoint import hash_in_name, sha256_file
-from geodino.models.store import candidates_in
+from geodino.models.store import candidates_in, default_deadline
 
 TINY = "geodino_tiny_mlp"
 SAT = "dinov3_vitl16_sat493m"
@@ -26,6 +39,71 @@ def _no_weights_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    msg = str(err.value)
+    assert msg and "\n" not in msg, msg
+    return msg
+
+
+def _wait_for(condition, seconds: float = 20.0) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "timed out waiting"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def trickle_server() -> Iterator[SimpleNamespace]:
+    """A server on 127.0.0.1 answering ``/weights/<any name>`` with ``body`` (its full Content-Length) but
+    only one byte every ``interval`` seconds; ``requests`` counts the requests."""
+    state = SimpleNamespace(body=b"x" * 200, interval=0.1, base="", requests=0, stop=threading.Event())
+    state.url = lambda name, query="": f"{state.base}/weights/{name}" + (f"?{query}" if query else "")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.requests += 1
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(state.body)))
+            self.end_headers()
+            try:
+                for i in range(len(state.body)):
+                    if state.stop.wait(state.interval):
+                        return
+                    self.wfile.write(state.body[i : i + 1])
+            except OSError:  # the client gave up
+                pass
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "80", "GEODINO_WEIGHTS": None, "GEODINO_CACHE": None})
+
+
+def assert_cli_one_line_error(result, *fragments: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geodino: error: "), result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
 
 
 def _features(model: torch.nn.Module) -> torch.Tensor:
@@ -160,6 +238,286 @@ def test_download_connection_refused(tmp_path: Path) -> None:
 def test_download_url_without_file_name(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="file name"):
         download("http://127.0.0.1:9/", cache=tmp_path / "cache", progress=False)
+
+
+# --- download: URLs, deadline, checks of cached files, lock and leftovers, cache paths -----------
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("notaurl", "'notaurl': not a URL"),
+        ("file:///x-0123abcd.pth", "file:// URL (file:///x-0123abcd.pth)"),
+        ("FILE:///etc/x.pth?Signature=secret", "file:// URL (FILE:///etc/x.pth)"),
+        ("ftp://127.0.0.1:9/x-0123abcd.pth", "ftp:// URL"),
+    ],
+)
+def test_download_refuses_non_http_urls(url: str, fragment: str, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsError) as err:
+        download(url, cache=cache, progress=False, timeout=2)
+    msg = _one_line(err)
+    assert fragment in msg and "secret" not in msg
+    assert "download failed" not in msg  # refused before any network work
+    assert not cache.exists()  # ... and before any file work
+
+
+def test_download_file_url_is_not_copied_into_the_cache(make_checkpoint, tmp_path: Path) -> None:
+    local = make_checkpoint(TINY, seed=1)
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsError, match=r"file:// URL .* only http:// and https://"):
+        download(local.as_uri(), spec=get_spec(TINY), cache=cache, progress=False)
+    assert not cache.exists()
+
+
+@pytest.mark.parametrize("interval", [0.1, 3.0])  # bytes keep coming (each read succeeds); a byte every 3 s
+def test_download_deadline_stops_a_trickling_server(trickle_server, interval: float, tmp_path: Path) -> None:
+    trickle_server.interval = interval  # 200 bytes: 20 s or 10 min in all
+    cache = tmp_path / "cache"
+    started = time.monotonic()
+    with pytest.raises(WeightsError) as err:
+        download(trickle_server.url("slow-0123abcd.pth", SIGNED_QUERY), cache=cache, progress=False, timeout=60, deadline=1.0)
+    elapsed = time.monotonic() - started
+    msg = _one_line(err)
+    assert "slow-0123abcd.pth passed its 1 s deadline" in msg and "of 200 bytes received" in msg
+    assert "Signature" not in msg
+    assert 0.9 < elapsed < 5  # neither the 60 s read timeout nor the whole trickle
+    assert _files(cache) == []  # no partial file, no lock file
+
+
+def test_download_default_deadline() -> None:
+    assert default_deadline(None) == 24 * 3600  # no Content-Length: one day
+    assert default_deadline(10_000) == 600  # never under 10 minutes
+    assert default_deadline(1_200_000_000) == 12_000  # 100 kB/s for a ViT-L checkpoint
+    with pytest.raises(InputError, match="positive"):
+        download("http://127.0.0.1:9/x.pth", deadline=0, progress=False)
+
+
+def test_download_replaces_a_corrupt_cached_file(http_server, make_checkpoint, tmp_path: Path) -> None:
+    served = make_checkpoint(TINY, seed=1)
+    http_server.files[served.name] = served.read_bytes()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / served.name).write_bytes(served.read_bytes()[:1000])  # a truncated copy under the hashed name
+
+    path = download(http_server.url(served.name), spec=get_spec(TINY), cache=cache, progress=False)
+
+    assert path.read_bytes() == served.read_bytes()
+    assert len(http_server.requests) == 1  # not trusted: fetched again
+    assert _files(cache) == [served.name]
+
+
+def test_download_cached_file_failing_the_spec_hash_is_removed(http_server, make_checkpoint, tmp_path: Path) -> None:
+    served = make_checkpoint(TINY, seed=1)
+    http_server.files["plain.pth"] = served.read_bytes()  # the server has the same wrong file
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "plain.pth").write_bytes(served.read_bytes())
+    with pytest.raises(WeightsError, match=f"expected {get_spec(SAT).hash_prefix}"):
+        download(http_server.url("plain.pth"), spec=get_spec(SAT), cache=cache, progress=False)
+    assert len(http_server.requests) == 1
+    assert _files(cache) == []  # the cached copy that failed its check is gone, not returned
+
+
+def test_download_verify_checks_cached_and_fresh_files(http_server, make_checkpoint, tmp_path: Path) -> None:
+    served = make_checkpoint(TINY, seed=1)
+    http_server.files["plain.pth"] = served.read_bytes()  # no hash in the name, none in the spec
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "plain.pth").write_bytes(b"not a checkpoint")
+    checked: list[Path] = []
+
+    def loads(path: Path) -> None:
+        checked.append(path)
+        build_model(TINY, path, check_hash=False)
+
+    # without a check the caller gets the cached file as is (and must check it itself)
+    assert download(http_server.url("plain.pth"), cache=cache, progress=False).read_bytes() == b"not a checkpoint"
+    assert http_server.requests == []
+    # with one, the cached file fails it, is removed, and a good one is fetched and checked too
+    path = download(http_server.url("plain.pth"), cache=cache, progress=False, verify=loads)
+    assert path.read_bytes() == served.read_bytes()
+    assert checked == [path, path] and len(http_server.requests) == 1
+    # a good cached file passes and is not fetched again
+    assert download(http_server.url("plain.pth"), cache=cache, progress=False, verify=loads) == path
+    assert len(http_server.requests) == 1
+
+    # a fresh file that fails the check does not stay in the cache
+    http_server.files["bad.pth"] = b"not a checkpoint either"
+    with pytest.raises(WeightsError) as err:
+        download(http_server.url("bad.pth"), cache=cache, progress=False, verify=loads)
+    assert "bad.pth" in _one_line(err)
+    assert _files(cache) == ["plain.pth"]
+
+
+def test_download_clears_leftovers_and_stale_lock(http_server, make_checkpoint, tmp_path: Path) -> None:
+    served = make_checkpoint(TINY, seed=1)
+    http_server.files[served.name] = served.read_bytes()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for leftover in (f"{served.name}.part-999999", f"{served.name}.part-1"):
+        (cache / leftover).write_bytes(b"half")
+    (cache / f"{served.name}.lock").write_text("pid 999999 on elsewhere since long ago\n")  # nobody holds it
+    (cache / "other.pth.part-5").write_bytes(b"another file's download")
+
+    path = download(http_server.url(served.name), cache=cache, progress=False)
+
+    assert path.read_bytes() == served.read_bytes()
+    assert _files(cache) == sorted([served.name, "other.pth.part-5"])  # only this target's leftovers go
+
+
+def test_download_after_sigkill_cleans_up(trickle_server, http_server, make_checkpoint, tmp_path: Path) -> None:
+    served = make_checkpoint(TINY, seed=1)
+    cache = tmp_path / "cache"
+    code = "import sys; from geodino.models import download; download(sys.argv[1], cache=sys.argv[2], progress=False)"
+    child = subprocess.Popen([sys.executable, "-c", code, trickle_server.url(served.name), str(cache)])
+    try:
+        _wait_for(lambda: any(".part-" in name for name in _files(cache)), 60)
+        with pytest.raises(WeightsError) as err:  # the live child holds the lock
+            download(http_server.url(served.name), cache=cache, progress=False)
+        assert f"by pid {child.pid} on {socket.gethostname()} since " in _one_line(err)
+    finally:
+        child.kill()
+        child.wait()
+    assert f"{served.name}.part-{child.pid}" in _files(cache)  # what a killed run leaves
+
+    http_server.files[served.name] = served.read_bytes()
+    path = download(http_server.url(served.name), cache=cache, progress=False)
+    assert path.read_bytes() == served.read_bytes()
+    assert _files(cache) == [served.name]
+
+
+def test_download_concurrent_download_of_same_file_refuses(trickle_server, tmp_path: Path) -> None:
+    trickle_server.body, trickle_server.interval = b"y" * 30, 0.05  # 1.5 s
+    cache = tmp_path / "cache"
+    url = trickle_server.url("slow.pth")
+    result: dict[str, object] = {}
+    first = threading.Thread(target=lambda: result.update(path=download(url, cache=cache, progress=False)))
+    first.start()
+    try:
+        _wait_for(lambda: (cache / "slow.pth.lock").exists() and (cache / "slow.pth.lock").read_text())
+        with pytest.raises(WeightsError) as err:
+            download(url, cache=cache, progress=False)
+        msg = _one_line(err)
+        assert f"slow.pth is already being downloaded into {cache} by pid {os.getpid()} on {socket.gethostname()}" in msg
+    finally:
+        first.join(timeout=30)
+    assert result["path"] == cache / "slow.pth"
+    assert (cache / "slow.pth").read_bytes() == b"y" * 30
+    assert trickle_server.requests == 1  # the refused call asked nothing
+    assert _files(cache) == ["slow.pth"]  # the lock file is gone
+
+
+def test_download_lock_retries_when_its_file_was_replaced(http_server, make_checkpoint, tmp_path: Path, monkeypatch) -> None:
+    served = make_checkpoint(TINY, seed=1)
+    http_server.files[served.name] = served.read_bytes()
+    cache = tmp_path / "cache"
+    lock = cache / f"{served.name}.lock"
+    held: list[tuple[int, int]] = []
+
+    def flock(fd: int, op: int) -> None:
+        if not held:  # the previous holder unlinks the file between our open and our flock; a third makes it anew
+            lock.unlink()
+            lock.write_text("")
+        fcntl.flock(fd, op)
+        held.append((os.fstat(fd).st_ino, os.stat(lock).st_ino))
+
+    monkeypatch.setattr(outputs_module, "fcntl", SimpleNamespace(flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
+    path = download(http_server.url(served.name), cache=cache, progress=False)
+
+    assert len(held) == 2  # the stale inode was let go, the lock taken again on the file at the path
+    assert held[0][0] != held[0][1] and held[1][0] == held[1][1]
+    assert path.read_bytes() == served.read_bytes()
+    assert _files(cache) == [served.name]
+
+
+def test_download_interrupted_by_a_signal_leaves_nothing(trickle_server, http_server, make_checkpoint, tmp_path: Path) -> None:
+    class Terminated(BaseException):
+        pass
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise Terminated
+
+    cache = tmp_path / "cache"
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    try:
+        timer.start()
+        with pytest.raises(Terminated):
+            download(trickle_server.url("x-0123abcd.pth"), cache=cache, progress=False)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+    assert _files(cache) == []  # no partial file, no lock
+
+    served = make_checkpoint(TINY, seed=1)  # the lock was released: the next download goes through
+    http_server.files[served.name] = served.read_bytes()
+    assert download(http_server.url(served.name), cache=cache, progress=False).read_bytes() == served.read_bytes()
+
+
+def test_download_cache_path_problems(http_server, tmp_path: Path) -> None:
+    a_file = tmp_path / "somefile"
+    a_file.write_text("not a folder")
+    with pytest.raises(WeightsError) as err:
+        download(http_server.url("x-0123abcd.pth"), cache=a_file, progress=False)
+    assert _one_line(err) == f"weights cache {a_file} is a file, not a folder: choose another --cache-dir or GEODINO_CACHE"
+    with pytest.raises(WeightsError) as err:
+        download(http_server.url("x-0123abcd.pth"), cache=a_file / "sub", progress=False)
+    assert _one_line(err) == f"cannot create the weights cache {a_file / 'sub'}: Not a directory"
+    assert a_file.read_text() == "not a folder"
+    assert http_server.requests == []
+
+
+def test_download_unwritable_cache(http_server, tmp_path: Path, monkeypatch) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):  # what a read-only folder does to a non-root user
+        if Path(path).parent == cache:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    with pytest.raises(GeodinoError) as err:
+        download(http_server.url("x-0123abcd.pth"), cache=cache, progress=False)
+    assert _one_line(err) == f"cannot create the lock {cache}/x-0123abcd.pth.lock: Permission denied"
+    assert http_server.requests == []
+
+
+# --- download from the command line ------------------------------------------------------------------
+
+
+def test_cli_download_removes_a_file_that_does_not_load(http_server, make_checkpoint, tmp_path: Path) -> None:
+    other = make_checkpoint("geodino_tiny_swiglu", seed=1)  # a good file (its hash verifies), for another spec
+    http_server.files[other.name] = other.read_bytes()
+    cache = tmp_path / "cache"
+    result = run_cli("download", TINY, "--url", http_server.url(other.name, "Signature=secret"), "--cache-dir", str(cache))
+    line = assert_cli_one_line_error(result, other.name)
+    assert "secret" not in line
+    assert _files(cache) == []
+
+    cache.mkdir(exist_ok=True)  # the same for a file already in the cache: removed, fetched again, removed
+    (cache / other.name).write_bytes(other.read_bytes())
+    assert_cli_one_line_error(run_cli("download", TINY, "--url", http_server.url(other.name), "--cache-dir", str(cache)), other.name)
+    assert len(http_server.requests) == 2
+    assert _files(cache) == []
+
+
+def test_cli_download_one_line_errors(trickle_server, tmp_path: Path) -> None:
+    a_file = tmp_path / "somefile"
+    a_file.write_text("")
+    assert_cli_one_line_error(run_cli("download", TINY, "--url", "file:///etc/passwd", "--cache-dir", str(tmp_path / "c")), "file://")
+    assert_cli_one_line_error(run_cli("download", TINY, "--url", "notaurl"), "not a URL")
+    assert_cli_one_line_error(run_cli("download", TINY, "--url", trickle_server.url("x.pth"), "--cache-dir", str(a_file)), "is a file")
+    assert trickle_server.requests == 0
+    cache = tmp_path / "cache"
+    result = run_cli("download", TINY, "--url", trickle_server.url("x.pth"), "--cache-dir", str(cache), "--deadline", "0.5")
+    assert_cli_one_line_error(result, "x.pth passed its 0.5 s deadline")
+    assert _files(cache) == []
+    assert_cli_one_line_error(
+        run_cli("download", TINY, "--url", trickle_server.url("x.pth"), "--deadline", "-1"), "deadline must be a positive number of seconds"
+    )
 
 
 # --- find_weights and cache_dir ----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.text import Text
 
-from geodino.errors import GeodinoError
+from geodino.errors import GeodinoError, Interrupted, Terminated
 
 app = typer.Typer(
     name="geodino",
@@ -26,16 +27,38 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., object])
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def error_line(message: str) -> None:
+    """One line on stderr (newlines inside a message are folded into it)."""
+    text = " ".join(str(message).split())
+    err_console.print(f"geodino: error: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
 def guard(fn: F) -> F:
-    """Turn a :class:`GeodinoError` into one line on stderr and exit code 2 (no traceback)."""
+    """Turn a :class:`GeodinoError` into one line on stderr and exit code 2 (no traceback); SIGTERM and SIGHUP
+    unwind like Ctrl-C (temporaries removed, old outputs untouched) and exit 128 + the signal number."""
 
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> object:
+        old = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
         try:
             return fn(*args, **kwargs)
+        except Interrupted as exc:
+            error_line(str(exc))
+            raise typer.Exit(exc.exit_code) from None
         except GeodinoError as exc:
-            err_console.print(f"geodino: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            error_line(str(exc))
             raise typer.Exit(2) from None
+        except (KeyboardInterrupt, Terminated) as exc:
+            signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+            error_line(f"interrupted ({signal.Signals(signum).name}): nothing was written and existing outputs were left as they were")
+            raise typer.Exit(128 + signum) from None
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
 
     return wrapper  # type: ignore[return-value]
 

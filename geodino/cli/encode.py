@@ -5,20 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
 from geodino.adapter import make_adapter
 from geodino.blocks import ModelRef
 from geodino.cli.app import TileBar, app, console, err_console, guard
 from geodino.cluster import check_request, encode_to_zarr
-from geodino.engine import EncodeOptions, check_outputs, encode_scene, estimate_memory, make_plan
+from geodino.engine import (
+    EncodeOptions,
+    check_memory,
+    check_options,
+    check_outputs,
+    encode_scene,
+    encode_targets,
+    estimate_memory,
+    make_plan,
+    n_params,
+)  # fmt: skip
 from geodino.errors import InputError, WeightsError
 from geodino.export import export_cog
 from geodino.features import FeatureExtractor, check_precision, parse_layers, resolve_device
 from geodino.models import build_model, get_spec
 from geodino.models.multiband import BandMixer
 from geodino.models.vit import DinoVisionTransformer
+from geodino.outputs import OutputSet
 from geodino.scene import Scene, open_scene
 from geodino.sensors import guess_preset, load_presets
 from geodino.tiling import feature_geobox
@@ -79,21 +89,27 @@ def encode_cmd(
     blockwise = fmt == "zarr" and not pca and not tokens
     if (workers is not None or scheduler is not None or chunk is not None) and not blockwise:
         raise InputError("--workers/--scheduler/--chunk write a Zarr store block by block: use --format zarr without --pca/--tokens")
+    check_options(options)
     scene = open_scene(paths)  # every input check runs before the model is built
     spec = get_spec(model)
-    make_plan(scene, options, spec.patch_size)
-    check_outputs(out, options)
-    resolve_device(device), check_precision(precision), parse_layers(layers)
+    plan = make_plan(scene, options, spec.patch_size)
+    inputs = [*scene.paths, weights, mixer]
+    check_outputs(out, options, inputs)
+    n_layers = len(parse_layers(layers))
+    resolve_device(device), check_precision(precision)
     band_mixer = BandMixer.load(mixer) if mixer is not None else None
     adapter = make_adapter(scene, band_mixer.n_bands if band_mixer else spec.arch.in_chans, sensor, bands)
+    check_memory(estimate_memory(plan, spec.arch.embed_dim * n_layers, batch_size, n_params(spec), len(adapter.indexes)), f"--tile {tile}")
     if blockwise:
         return _encode_blocks(scene, out, model, weights, layers, device, precision, mixer, options, chunk, scheduler, workers)
-    net = _model(model, weights)
-    extractor = FeatureExtractor(net, layers, device, precision, band_mixer)
-    if extractor.describe()["random_weights"]:
-        err_console.print("[yellow]geodino: using RANDOM weights: the features carry no meaning[/]")
-    with TileBar() as progress:
-        result = encode_scene(scene, out, extractor, options, progress, adapter)
+    with OutputSet(encode_targets(out, options), inputs, overwrite) as outs:  # locked before the model is built
+        net = _model(model, weights)
+        extractor = FeatureExtractor(net, layers, device, precision, band_mixer)
+        if extractor.describe()["random_weights"]:
+            err_console.print("[yellow]geodino: using RANDOM weights: the features carry no meaning[/]")
+        with TileBar() as progress:
+            result = encode_scene(scene, out, extractor, options, progress, adapter, outputs=outs)
+        outs.commit()
     rows, cols = result.grid_shape
     skipped = f" ({result.skipped} empty skipped)" if result.skipped else ""
     console.print(
@@ -107,8 +123,6 @@ def _encode_blocks(
     mixer: Path | None, options: EncodeOptions, chunk: int | None, scheduler: str | None, workers: int | None,
 ) -> None:  # fmt: skip
     check_request(options, chunk, scheduler, workers)
-    if out.exists() and not options.overwrite:
-        raise InputError(f"{out} exists: pass --overwrite to replace it")
     if weights not in (None, "random") and Path(weights).exists():  # type: ignore[arg-type]
         weights = str(Path(weights).resolve())  # type: ignore[arg-type]  (workers may start in other folders)
     ref = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision, str(mixer.resolve()) if mixer else None)
@@ -173,8 +187,6 @@ def info_cmd(
     rows, cols = plan.shape
     console.print(f"features   {fg.shape.x}x{fg.shape.y} cells, pixel {fg.resolution.x:g} x {-fg.resolution.y:g}, {scene.crs}")
     console.print(f"tiles      {rows}x{cols} = {len(plan)} tiles of {tile} px, overlap {overlap} px")
-    with torch.device("meta"):
-        n_params = sum(p.numel() for p in DinoVisionTransformer(spec.arch).parameters())
-    mem = estimate_memory(plan, spec.arch.embed_dim, batch_size, n_params, len(adapter.indexes))
+    mem = estimate_memory(plan, spec.arch.embed_dim, batch_size, n_params(spec), len(adapter.indexes))
     parts = ", ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in mem.items())
     console.print(f"memory     ~{sum(mem.values()) / 2**30:.2f} GiB for {spec.name} with batch {batch_size}: {parts}")

@@ -43,19 +43,34 @@ def download_cmd(
     url: Annotated[str, typer.Option(help="the signed URL from Meta's access e-mail")],
     cache_dir: CacheOpt = None,
     check_hash: Annotated[bool, typer.Option(help="verify the sha256 prefix in the file name")] = True,
+    deadline: Annotated[
+        float | None, typer.Option(help="seconds allowed for the whole transfer (default: max(600, size / 100 kB/s))")
+    ] = None,
 ) -> None:
-    """Download a checkpoint (a backbone, or the CHMv2 head) into the cache (temporary name, verified, then moved into place)."""
+    """Download a checkpoint (a backbone, or the CHMv2 head) into the cache (temporary name, verified, loaded, then kept).
+
+    A file already in the cache is checked the same way and downloaded again when it fails; a file that
+    does not load is removed from the cache."""
     from geodino.heads.chmv2 import HEADS, build_canopy_model
 
     if model in HEADS:
         head = HEADS[model]
-        path = download(url, spec=head, cache=cache_dir, check_hash=check_hash)  # type: ignore[arg-type]
-        build_canopy_model(head, path, "random", check_hash=False)  # proves the head file fits (the backbone is separate)
+        # loading proves the head file fits (the backbone is separate); download() removes a file that does not
+        path = download(
+            url,
+            spec=head,  # type: ignore[arg-type]
+            cache=cache_dir,
+            check_hash=check_hash,
+            deadline=deadline,
+            verify=lambda p: build_canopy_model(head, p, "random", check_hash=False),
+        )
         console.print(f"{head.name}: head weights ready at {path} (the backbone {head.backbone} is downloaded on its own)")
         return
     spec = get_spec(model)
-    path = download(url, spec=spec, cache=cache_dir, check_hash=check_hash)
-    build_model(spec, path, check_hash=False)  # proves the file fits the spec; download() already checked the hash
+    # loading proves the file fits the spec (download() already checked the hash) and removes it when not
+    path = download(
+        url, spec=spec, cache=cache_dir, check_hash=check_hash, deadline=deadline, verify=lambda p: build_model(spec, p, check_hash=False)
+    )
     console.print(f"{spec.name}: weights ready at {path}")
 
 

@@ -11,14 +11,15 @@ import typer
 from geodino.adapter import make_adapter
 from geodino.cli.app import TileBar, app, console, err_console, guard
 from geodino.cli.encode import BandsOpt, SensorOpt, _model
-from geodino.engine import EncodeOptions, make_plan
+from geodino.engine import EncodeOptions, check_memory, check_options, estimate_memory, make_plan
 from geodino.errors import InputError
-from geodino.features import FeatureExtractor, check_precision, resolve_device
+from geodino.features import FeatureExtractor, check_precision, parse_layers, resolve_device
 from geodino.labels import load_labels
 from geodino.landcover import colormap, load_head, save_head, train_head
+from geodino.outputs import OutputSet, check_targets
 from geodino.predict import CanopyPredictor, LandCoverPredictor, check_resolution, predict_scene
 from geodino.scene import open_scene
-from geodino.writer import check_output, remove_path
+from geodino.vectorize import check_vector_name
 
 Tile = Annotated[int, typer.Option(help="tile side in pixels, a multiple of 16")]
 Overlap = Annotated[int, typer.Option(help="overlap in pixels, a multiple of 16")]
@@ -55,27 +56,29 @@ def canopy_height_cmd(
     from geodino.metrics import evaluate_height
 
     options = EncodeOptions(tile, overlap, batch_size, overwrite=overwrite, sensor=sensor, bands=bands)
+    check_options(options)
     s = open_scene(scene)
-    make_plan(s, options)
-    check_output(out, "cog", overwrite)
+    plan = make_plan(s, options)
+    report = out.with_suffix(".eval.json") if reference is not None else None
+    inputs = [*s.paths, weights, backbone_weights, reference]
+    targets = {"prediction": out, "evaluation": report}
+    check_targets(targets, inputs, overwrite)
     check_resolution(resolution)
     resolve_device(device), check_precision(precision)
-    report = out.with_suffix(".eval.json")
     if reference is not None and not reference.exists():
         raise InputError(f"reference not found: {reference}")
     adapter = make_adapter(s, 3, sensor, bands)
-    model = build_canopy_model(head, weights, backbone_weights)
-    predictor = CanopyPredictor(model, device, precision)
-    _random_note(bool(predictor.describe()["random_weights"]))
-    with TileBar() as progress:
-        res = predict_scene(s, out, predictor, options, "canopy_height", progress, adapter, resolution)
+    check_memory(estimate_memory(plan, 1, batch_size, 0, 3, stride=1), f"--tile {tile}")
+    with OutputSet(targets, inputs, overwrite) as outs:
+        model = build_canopy_model(head, weights, backbone_weights)
+        predictor = CanopyPredictor(model, device, precision)
+        _random_note(bool(predictor.describe()["random_weights"]))
+        with TileBar() as progress:
+            res = predict_scene(s, out, predictor, options, "canopy_height", progress, adapter, resolution, outputs=outs)
+        ev = evaluate_height(outs.temp("prediction"), reference, outs.temp("evaluation"), prediction_name=out) if reference else None
+        outs.commit()
     console.print(f"wrote {res.out}: canopy height (m), {s.shape[1]}x{s.shape[0]} px, {s.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
-    if reference is not None:
-        try:
-            ev = evaluate_height(res.out, reference, report)
-        except BaseException:
-            remove_path(res.out)
-            raise
+    if ev is not None:
         figures = f"MAE {ev['mae']:.3f} m, RMSE {ev['rmse']:.3f} m, bias {ev['bias']:+.3f} m, R2 {ev['r2']:.3f}"
         console.print(f"vs {reference}: {figures} ({ev['n']} px) -> {report}")
 
@@ -105,20 +108,28 @@ def train_head_cmd(
     if len(scene) < 2:
         raise InputError("give the scene and the labels: geodino train-head SCENE... LABELS --out HEAD")
     *scene, labels = scene
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists: pass --overwrite to replace it")
+    if epochs < 1:
+        raise InputError(f"--epochs {epochs}: give at least 1")
     options = EncodeOptions(tile, overlap, 4, sensor=sensor, bands=bands)
+    check_options(options)
     s = open_scene(scene)
     make_plan(s, options)
+    json_path = out.with_suffix(".metrics.json")
+    targets = {"head": out, "metrics": json_path}
+    inputs = [*s.paths, labels, weights]
+    check_targets(targets, inputs, overwrite)
+    parse_layers(layers)
     lab = load_labels(s, Path(labels), class_column)
     resolve_device(device)
-    extractor = FeatureExtractor(_model(model, weights), layers, device)
-    _random_note(bool(extractor.describe()["random_weights"]))
-    with TileBar("features") as progress:
-        res = train_head(s, lab, extractor, options, epochs=epochs, progress=progress)
-    path = save_head(out, res.head, res.info)
-    metrics = res.info["metrics"]
-    (json_path := out.with_suffix(".metrics.json")).write_text(json.dumps(metrics, indent=2))
+    with OutputSet(targets, inputs, overwrite) as outs:
+        extractor = FeatureExtractor(_model(model, weights), layers, device)
+        _random_note(bool(extractor.describe()["random_weights"]))
+        with TileBar("features") as progress:
+            res = train_head(s, lab, extractor, options, epochs=epochs, progress=progress)
+        save_head(outs.temp("head"), res.head, res.info)
+        metrics = res.info["metrics"]
+        outs.temp("metrics").write_text(json.dumps(metrics, indent=2))
+        path = outs.commit()["head"]
     m = metrics["validation"] or metrics["train"]  # type: ignore[index]
     which = "validation" if metrics["validation"] else "training (no held-out block)"  # type: ignore[index]
     console.print(f"wrote {path}: {lab.n_classes} classes ({', '.join(lab.names)}), loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}")
@@ -151,30 +162,33 @@ def land_cover_cmd(
     *paths, target = scene
     out = Path(target)
     options = EncodeOptions(tile, overlap, batch_size, overwrite=overwrite, sensor=sensor, bands=bands)
+    check_options(options)
     s = open_scene(paths)
-    make_plan(s, options)
-    check_output(out, "cog", overwrite)
-    if vector is not None and vector.exists() and not overwrite:
-        raise InputError(f"{vector} exists: pass --overwrite to replace it")
+    plan = make_plan(s, options)
+    targets = {"prediction": out, "probabilities": probabilities, "vector": vector}
+    inputs = [*s.paths, head, weights]
+    check_targets(targets, inputs, overwrite)
+    if vector is not None:
+        check_vector_name(vector)
     lc_head, info = load_head(head)
     resolve_device(device), check_precision(precision)
     adapter = make_adapter(s, 3, sensor, bands)
-    extractor = FeatureExtractor(_model(str(info["model"]), weights), info["layers"], device, precision)  # type: ignore[arg-type]
-    if extractor.dim != lc_head.bn.num_features:
-        raise InputError(f"{head} expects {lc_head.bn.num_features} feature channels, the backbone gives {extractor.dim}")
-    _random_note(bool(extractor.describe()["random_weights"]))
-    predictor = LandCoverPredictor(extractor, lc_head, {k: v for k, v in info.items() if k not in ("metrics",)})
     names = [str(n) for n in info["names"]]  # type: ignore[union-attr]
-    with TileBar() as progress:
-        res = predict_scene(s, out, predictor, options, "land_cover", progress, adapter, None, probabilities, colormap(len(names)), names)
+    check_memory(estimate_memory(plan, len(names), batch_size, 0, 3, stride=1), f"--tile {tile}")
+    with OutputSet(targets, inputs, overwrite) as outs:
+        extractor = FeatureExtractor(_model(str(info["model"]), weights), info["layers"], device, precision)  # type: ignore[arg-type]
+        if extractor.dim != lc_head.bn.num_features:
+            raise InputError(f"{head} expects {lc_head.bn.num_features} feature channels, the backbone gives {extractor.dim}")
+        _random_note(bool(extractor.describe()["random_weights"]))
+        predictor = LandCoverPredictor(extractor, lc_head, {k: v for k, v in info.items() if k not in ("metrics",)})
+        with TileBar() as progress:
+            res = predict_scene(
+                s, out, predictor, options, "land_cover", progress, adapter, None, probabilities, colormap(len(names)), names, outputs=outs
+            )
+        n = polygonize(outs.temp("prediction"), outs.temp("vector"), names, layer=vector.stem) if vector is not None else None
+        outs.commit()
     console.print(f"wrote {res.out}: {len(names)} classes ({', '.join(names)}), {s.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
     if vector is not None:
-        try:
-            n = polygonize(res.out, vector, names)
-        except BaseException:
-            for p in (res.out, *res.extra.values()):
-                remove_path(Path(p))
-            raise
         console.print(f"wrote {vector}: {n} polygons")
     for p in res.extra.values():
         console.print(f"wrote {p}: class probabilities")

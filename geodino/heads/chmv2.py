@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from geodino.errors import InputError, SpecError, WeightsError
 from geodino.heads.chmv2_keys import (
     HF_BACKBONE_PREFIX,
+    HF_HEAD_PREFIX,
     check_head_fit,
     check_hf_config,
     has_hf_backbone,
@@ -32,7 +33,7 @@ from geodino.heads.chmv2_keys import (
     is_hf_head,
 )
 from geodino.heads.dpt import DPTConfig, DPTDecoder, bins_to_metres, mixlog_bins
-from geodino.models.checkpoint import read_checkpoint, verify_hash
+from geodino.models.checkpoint import first_nonfinite, read_checkpoint, verify_hash
 from geodino.models.keymap import meta_to_hf
 from geodino.models.loader import RANDOM, WeightsInfo, build_model, model_from_state_dict, official_spec_of
 from geodino.models.specs import DINOV3_LICENCE, REGISTRY, SAT493M_MEAN, SAT493M_STD, ArchSpec, WeightsSpec, get_spec
@@ -264,6 +265,7 @@ def _load_head(spec: HeadSpec, path: Path, check_hash: bool) -> tuple[DPTDecoder
     sd, _, config = read_checkpoint(path)
     backbone_sd = None
     layout = "hf" if is_hf_head(sd) else "meta"
+    named = {k: v for k, v in sd.items() if k.startswith(HF_HEAD_PREFIX)} if layout == "hf" else sd  # the file's key names
     if layout == "hf":
         if config is not None:
             check_hf_config(config, spec, path.name)
@@ -273,6 +275,8 @@ def _load_head(spec: HeadSpec, path: Path, check_hash: bool) -> tuple[DPTDecoder
     with torch.device("meta"):
         decoder = DPTDecoder(spec.decoder)
     check_head_fit(sd, {k: v.shape for k, v in decoder.state_dict().items()}, spec, path.name)
+    if (bad := first_nonfinite(named)) is not None:
+        raise WeightsError(f"checkpoint {path.name}: tensor '{bad}' holds NaN/inf values (a corrupt file or a diverged training run)")
     decoder.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
     return decoder, backbone_sd, config, WeightsInfo(spec.name, str(path), layout, hash_verified=verified)
 

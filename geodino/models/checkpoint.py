@@ -83,19 +83,36 @@ def _read_safetensors(path: Path) -> StateDict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if not path.is_file():
+        raise WeightsError(f"{path}: safetensors file not found")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: cannot read safetensors file, it is truncated or corrupt ({exc})") from None
+        raise WeightsError(f"{path}: cannot read safetensors file, it is truncated or corrupt ({_first_line(exc)})") from None
+
+
+def _read_json(path: Path) -> dict | None:
+    """A JSON object file beside the weights (``config.json``, the shard index), None when absent."""
+    if not path.exists():
+        return None
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise WeightsError(f"{path}: not a valid JSON file ({_first_line(exc)})") from None
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path}: must hold a JSON object, not a {type(obj).__name__}")
+    return obj
 
 
 def _read_hf_dir(path: Path) -> tuple[StateDict, dict | None]:
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else None
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    config = _read_json(path / "config.json")
+    index = _read_json(path / "model.safetensors.index.json")
+    if index is not None:
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+            raise WeightsError(f"{path / 'model.safetensors.index.json'}: needs a weight_map of tensor names to shard files")
         sd: StateDict = {}
-        for shard in shards:
+        for shard in sorted(set(weight_map.values())):
             sd.update(_read_safetensors(path / shard))
         return sd, config
     files = sorted(path.glob("*.safetensors"))
@@ -115,8 +132,7 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, str, dict | None]:
         sd, config = _read_hf_dir(path)
     elif path.suffix == ".safetensors":
         sd = _read_safetensors(path)
-        cfg = path.with_name("config.json")
-        config = json.loads(cfg.read_text()) if cfg.exists() else None
+        config = _read_json(path.with_name("config.json"))
     else:
         try:  # mmap keeps a 7B checkpoint out of RAM until used; only zip-format files support it
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
@@ -179,6 +195,23 @@ def complete_state_dict(sd: StateDict, arch: ArchSpec) -> StateDict:
     sd.setdefault("rope_embed.periods", default_periods(arch.head_dim, arch.rope_base))
     sd["rope_embed.periods"] = sd["rope_embed.periods"].float()
     return sd
+
+
+def first_nonfinite(sd: StateDict, skip: tuple[str, ...] = ()) -> str | None:
+    """The first floating-point tensor of ``sd`` holding NaN or inf (keys ending in ``skip`` aside), or None."""
+    for key, t in sd.items():
+        if key.endswith(skip) or not isinstance(t, Tensor) or not t.is_floating_point():
+            continue
+        if not bool(torch.isfinite(t).all()):
+            return key
+    return None
+
+
+def check_finite(sd: StateDict, source: str) -> None:
+    """Raise :class:`WeightsError` naming the first tensor with NaN/inf; ``bias_mask`` is skipped (always canonical)."""
+    key = first_nonfinite(sd, skip=("bias_mask",))
+    if key is not None:
+        raise WeightsError(f"checkpoint {source}: tensor '{key}' holds NaN/inf values (a corrupt file or a diverged training run)")
 
 
 def fit_problems(sd: StateDict, expected: dict[str, torch.Size]) -> list[str]:

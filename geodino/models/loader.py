@@ -11,7 +11,16 @@ from typing import Any
 import torch
 
 from geodino.errors import WeightsError
-from geodino.models.checkpoint import StateDict, check_fit, complete_state_dict, read_checkpoint, sha256_file, to_meta_layout, verify_hash
+from geodino.models.checkpoint import (
+    StateDict,
+    check_finite,
+    check_fit,
+    complete_state_dict,
+    read_checkpoint,
+    sha256_file,
+    to_meta_layout,
+    verify_hash,
+)
 from geodino.models.keymap import hf_config, meta_to_hf
 from geodino.models.specs import REGISTRY, WeightsSpec, get_spec
 from geodino.models.store import find_weights
@@ -110,11 +119,14 @@ def load_checkpoint(
 def model_from_state_dict(
     spec: WeightsSpec, sd: StateDict, layout: str, config: dict | None, source: str, dtype: torch.dtype = torch.float32
 ) -> DinoVisionTransformer:
-    """A model of ``spec`` holding ``sd`` (Meta or HF layout), built on the meta device and checked key by key."""
-    sd = complete_state_dict(to_meta_layout(sd, layout, spec, config, source), spec.arch)
+    """A model of ``spec`` holding ``sd`` (Meta or HF layout), built on the meta device, checked key by key
+    and for NaN/inf values."""
+    meta = complete_state_dict(to_meta_layout(sd, layout, spec, config, source), spec.arch)
     with torch.device("meta"):
         model = DinoVisionTransformer(spec.arch)
-    check_fit(sd, {k: v.shape for k, v in model.state_dict().items()}, spec, source)
+    check_fit(meta, {k: v.shape for k, v in model.state_dict().items()}, spec, source)
+    check_finite(sd, source)  # under the file's own key names; every tensor it holds is used, bar bias_mask
+    sd = meta
     keep_fp32 = ("rope_embed.periods", "bias_mask")
     sd = {k: (v if k.endswith(keep_fp32) or not v.is_floating_point() else v.to(dtype)) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)

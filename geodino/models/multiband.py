@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from geodino.errors import InputError
+from geodino.models.checkpoint import first_nonfinite
 from geodino.models.vit import DinoVisionTransformer
 
 EXTRA_MEAN, EXTRA_STD = 0.5, 0.25
@@ -63,12 +64,15 @@ class BandMixer(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> BandMixer:
+        """Read a mixer written by :meth:`save`; refuses other files and NaN/inf weights."""
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             mixer = cls(int(blob["n_bands"]), band_names=blob["band_names"])
             mixer.load_state_dict(blob["state_dict"])
-        except (OSError, KeyError, RuntimeError, TypeError, pickle.UnpicklingError, EOFError) as exc:
+        except (OSError, KeyError, RuntimeError, TypeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
             raise InputError(f"{path} is not a band mixer saved by geodino ({type(exc).__name__})") from None
+        if (bad := first_nonfinite(mixer.state_dict())) is not None:
+            raise InputError(f"band mixer {path}: tensor '{bad}' holds NaN/inf values")
         return mixer.eval()
 
 

@@ -1,0 +1,377 @@
+"""The one output layer: every file or folder a run writes goes through an :class:`OutputSet`.
+
+A run declares all its outputs up front (``{"features": OUT, "tokens": OUT.tokens.zarr}``) with its
+inputs. :func:`check_targets` refuses, before any work: an output that is an input, two outputs on
+one path, an existing output without ``overwrite``, a folder geodino did not write (never replaced),
+``.``/``..``/an ancestor of the working folder, a missing or read-only folder, a name too long for
+the temporaries beside it. Entering the set takes an exclusive lock per output (``fcntl.flock`` on
+``.<name>.geodino-lock``: released by the OS if the process dies) and removes temporaries left by
+dead runs. Each output is written under ``temp(role)`` in its final folder; :meth:`OutputSet.commit`
+moves the old outputs aside, the new ones in, and only then deletes the old ones, with signals held
+back; any failure before that leaves every old output exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from geodino.errors import GeodinoError, InputError, OutputError
+
+#: longest output name (bytes): the temporaries beside it add a prefix and a suffix to it
+MAX_NAME = 200
+#: what marks a folder as written by geodino (besides a Zarr store with geodino's attributes)
+MARKER = ".geodino"
+_LOCK, _RUN = "lock", "run"
+_DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One declared output: absolute ``path`` (a final symlink is the link itself), what it is (``role``)."""
+
+    role: str
+    path: Path
+
+    @property
+    def prefix(self) -> str:
+        """Start of every name geodino puts beside this output (temporaries, lock, run folder)."""
+        return f".{self.path.name}.geodino-"
+
+
+def run_folder(out: Path) -> Path:
+    """``.<name>.geodino-run`` beside ``out``: a resumable run's folder (kept across runs; not a temporary)."""
+    return out.with_name(Target("", out).prefix + _RUN)
+
+
+def absolute(path: str | Path) -> Path:
+    """``path`` made absolute without resolving its last component (a symlink stays the link)."""
+    p = Path(os.path.abspath(os.fspath(path)))
+    return p.parent.resolve() / p.name if p.name else p
+
+
+def _real(path: str | Path) -> str:
+    return os.path.realpath(os.fspath(path))
+
+
+def written_by_geodino(folder: Path) -> bool:
+    """A folder geodino wrote: its marker file, or a Zarr store whose attributes hold geodino's record."""
+    if (folder / MARKER).is_file():
+        return True
+    for name in (".zattrs", "zarr.json"):
+        with contextlib.suppress(OSError, ValueError):
+            attrs = json.loads((folder / name).read_text())
+            attrs = attrs.get("attributes", attrs)
+            if "version" in attrs and ("scene" in attrs or "exported_from" in attrs):
+                return True
+    return False
+
+
+def foreign_raster(path: Path) -> bool:
+    """An existing file GDAL reads as a raster that carries no ``GEODINO_*`` tags (someone else's data)."""
+    import rasterio
+
+    if not path.is_file():
+        return False
+    try:
+        with rasterio.Env(CPL_LOG="/dev/null"), rasterio.open(path) as ds:
+            return not any(k.startswith("GEODINO_") for k in ds.tags())
+    except Exception:  # not a raster at all (JSON, a head file, a vector): not this rule's business
+        return False
+
+
+def _same(a: str | Path, b: str | Path) -> bool:
+    if _real(a) == _real(b):
+        return True
+    with contextlib.suppress(OSError):
+        return os.path.samefile(a, b)  # hard links
+    return False
+
+
+def check_targets(
+    targets: Mapping[str, str | Path | None], inputs: Iterable[str | Path | None] = (), overwrite: bool = False
+) -> list[Target]:
+    """Validate every output of a run before any work; returns them as :class:`Target` values.
+
+    ``targets``: role -> path (None: not written this run). ``inputs``: every file or folder the run reads.
+    """
+    out = [Target(role, absolute(p)) for role, p in targets.items() if p is not None]
+    local_inputs = [str(p) for p in inputs if p is not None and "://" not in str(p) and not str(p).startswith("/vsi")]
+    cwd = _real(os.getcwd())
+    for i, t in enumerate(out):
+        label = f"{t.path}" if t.role == out[0].role else f"{t.role} output {t.path}"
+        if len(os.fsencode(t.path.name)) > MAX_NAME:
+            raise InputError(
+                f"output name {t.path.name[:40]}... is {len(os.fsencode(t.path.name))} bytes: "
+                f"at most {MAX_NAME} leave room for the temporaries beside it"
+            )
+        for other in out[:i]:
+            if _same(other.path, t.path):
+                raise InputError(f"{t.path} is given twice as an output ({other.role} and {t.role})")
+        for src in local_inputs:
+            if _same(src, t.path):
+                raise InputError(f"{label} is also an input: choose another output path (did you forget OUT?)")
+            if os.path.exists(src) and _real(src).startswith(_real(t.path) + os.sep):
+                raise InputError(f"{label} holds the input {src}: choose another output path")
+        if cwd == _real(t.path) or cwd.startswith(_real(t.path).rstrip(os.sep) + os.sep):
+            raise InputError(f"{label} is the working folder or one of its parents: choose another output path")
+        exists = t.path.exists() or t.path.is_symlink()
+        if exists and i == 0 and foreign_raster(t.path):  # (the main output: the last argument on the command line)
+            raise InputError(
+                f"{label} is an existing raster geodino did not write: did you forget OUT? (remove it yourself to reuse the name)"
+            )
+        if exists and not overwrite:
+            raise InputError(f"{label} exists: pass --overwrite to replace it")
+        if exists and t.path.is_dir() and not t.path.is_symlink() and not written_by_geodino(t.path):
+            raise InputError(
+                f"{label} is a folder geodino did not write: --overwrite replaces only geodino's own outputs; remove it yourself"
+            )
+        parent = t.path.parent
+        if not parent.is_dir():
+            raise InputError(f"output folder {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise InputError(f"output folder {parent} is not writable")
+    return out
+
+
+class OutputLock:
+    """An exclusive ``flock`` on ``path`` holding ``pid host start`` (released by the OS if the process dies).
+
+    ``busy(holder)`` makes the error raised when another process holds it (default: ``what`` is being written).
+    """
+
+    def __init__(self, path: Path, what: Path | str, busy: Callable[[str], GeodinoError] | None = None) -> None:
+        self.path, self.what = path, what
+        self.busy = busy or (
+            lambda holder: OutputError(f"{what} is being written by another geodino run ({holder}): wait for it or stop it")
+        )
+        self.fd: int | None = None
+
+    def acquire(self) -> OutputLock:
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot create the lock {self.path}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise self.busy(holder) from None
+            if _same_file(fd, self.path):  # else its last holder unlinked it between our open and flock: again
+                break
+            os.close(fd)
+        started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        """Unlink the lock file, then unlock (a process waiting on this inode then sees it is gone)."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_ino, st.st_dev) == (mine.st_ino, mine.st_dev)
+
+
+def _read_holder(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        text = " ".join(os.pread(fd, 512, 0).decode(errors="replace").split())
+        if text:
+            return text
+    return "starting up"
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def disk_error(exc: BaseException) -> OSError | None:
+    """The disk-full / file-too-large error behind ``exc`` (its causes and contexts, GDAL's text included)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+            return e
+        text = str(e)
+        for code in _DISK_ERRNOS:
+            if os.strerror(code) in text or "Free disk space" in text:
+                return OSError(code, os.strerror(code) if os.strerror(code) in text else os.strerror(errno.ENOSPC))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold back SIGINT, SIGTERM and SIGHUP (delivered on exit) while outputs are moved into place."""
+    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (ValueError, OSError):  # pragma: no cover  (not the main thread on some platforms)
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class OutputSet:
+    """The outputs of one run: checked at construction, locked on ``with``, written as temporaries, committed together.
+
+    ``targets``: role -> final path (the first role is the main output). ``temp(role)`` is where to write it.
+    """
+
+    def __init__(self, targets: Mapping[str, str | Path | None], inputs: Iterable[str | Path | None] = (), overwrite: bool = False) -> None:
+        self.targets = {t.role: t for t in check_targets(targets, inputs, overwrite)}
+        self.overwrite = overwrite
+        self._locks: list[OutputLock] = []
+        self._sources: dict[str, Path] = {}
+        self.committed = False
+
+    def path(self, role: str) -> Path:
+        """The final path of ``role``."""
+        return self.targets[role].path
+
+    def __contains__(self, role: str) -> bool:
+        return role in self.targets
+
+    def temp(self, role: str) -> Path:
+        """Where ``role`` is written before the commit (same folder, same suffix, this process's id)."""
+        t = self.targets[role]
+        return self._sources.get(role) or t.path.with_name(f"{t.prefix}{os.getpid()}-{role}{t.path.suffix}")
+
+    def use(self, role: str, source: Path) -> None:
+        """Commit ``source`` (written elsewhere, e.g. a resumable run's store) as ``role``."""
+        self._sources[role] = source
+
+    def lock_path(self, role: str) -> Path:
+        t = self.targets[role]
+        return t.path.with_name(t.prefix + _LOCK)
+
+    def __enter__(self) -> OutputSet:
+        try:
+            for role in sorted(self.targets):
+                self._locks.append(OutputLock(self.lock_path(role), self.path(role)).acquire())
+            for t in self.targets.values():
+                remove_orphans(t)
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            if not self.committed:
+                for role in self.targets:
+                    if role not in self._sources:
+                        remove_path(self.temp(role))
+                for t in self.targets.values():
+                    remove_orphans(t)
+        finally:
+            self._release()
+        if exc is not None and not isinstance(exc, OutputError) and (err := disk_error(exc)) is not None:
+            main = next(iter(self.targets.values())).path
+            raise OutputError(f"{err.strerror} writing {main} (disk full or file size limit); nothing was changed") from None
+
+    def _release(self) -> None:
+        for lock in self._locks:
+            lock.release()
+        self._locks.clear()
+
+    def commit(self, roles: Iterable[str] | None = None) -> dict[str, Path]:
+        """Move every written temporary into place at once (all ``roles``, default those written). The old
+        outputs are moved aside first and deleted only when every new one is in place."""
+        roles = [r for r in (roles or self.targets) if self.temp(r).exists() or self.temp(r).is_symlink()]
+        moved: list[tuple[Path, Path | None]] = []
+        with signals_held():
+            try:
+                for role in roles:
+                    t = self.targets[role]
+                    src = self.temp(role)
+                    if src.is_dir():
+                        (src / MARKER).write_text(json.dumps({"role": role, "name": t.path.name}))
+                    old = None
+                    if t.path.exists() or t.path.is_symlink():
+                        old = t.path.with_name(f"{t.prefix}{os.getpid()}-old-{role}")
+                        os.replace(t.path, old)
+                    moved.append((t.path, old))
+                    os.replace(src, t.path)
+            except BaseException:
+                for final, old in reversed(moved):
+                    if old is not None:
+                        if final.is_dir() and not final.is_symlink():
+                            shutil.rmtree(final, ignore_errors=True)
+                        os.replace(old, final)
+                raise
+            for _, old in moved:
+                if old is not None:
+                    remove_path(old)
+        self.committed = True
+        return {r: self.path(r) for r in roles}
+
+
+def remove_orphans(target: Target) -> list[Path]:
+    """Remove temporaries beside ``target`` left by runs that died (only call while holding its lock).
+
+    An old output moved aside by a commit that was killed half-way is put back when nothing took its place."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.path.parent):
+            rest = entry.name[len(target.prefix) :] if entry.name.startswith(target.prefix) else ""
+            pid, _, what = rest.partition("-")
+            if not pid.split(".", 1)[0].isdigit():
+                continue
+            p = Path(entry.path)
+            if what.startswith("old-") and not (target.path.exists() or target.path.is_symlink()):
+                os.replace(p, target.path)
+                continue
+            remove_path(p)
+            removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def own_outputs(
+    outputs: OutputSet | None, targets: Mapping[str, str | Path | None], inputs: Iterable[str | Path | None], overwrite: bool
+) -> Iterator[OutputSet]:
+    """``outputs`` as given (its owner commits), or a new set for ``targets`` committed when the block succeeds."""
+    if outputs is not None:
+        yield outputs
+        return
+    with OutputSet(targets, inputs, overwrite) as outs:
+        yield outs
+        outs.commit()
