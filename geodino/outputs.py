@@ -18,10 +18,13 @@ import datetime as dt
 import errno
 import fcntl
 import json
+import logging
 import os
+import resource
 import shutil
 import signal
 import socket
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,8 @@ MAX_NAME = 200
 MARKER = ".geodino"
 _LOCK, _RUN = "lock", "run"
 _DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+#: free bytes below which a failed write is put down to a full disk
+LOW_SPACE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,22 @@ def disk_error(exc: BaseException) -> OSError | None:
     return None
 
 
+class _RecentMessages(logging.Handler):
+    """The last GDAL messages (rasterio logs them): a failed write's reason is only there."""
+
+    def __init__(self, keep: int = 20) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: deque[str] = deque(maxlen=keep)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _from_io(exc: BaseException) -> bool:
+    """An error raised by file I/O: an OSError, or one of GDAL's (rasterio), zarr's or numcodecs' errors."""
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in ("rasterio", "zarr", "numcodecs")
+
+
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """Hold back SIGINT, SIGTERM and SIGHUP (delivered on exit) while outputs are moved into place."""
@@ -260,6 +281,7 @@ class OutputSet:
         self.overwrite = overwrite
         self._locks: list[OutputLock] = []
         self._sources: dict[str, Path] = {}
+        self._gdal = _RecentMessages()
         self.committed = False
 
     def path(self, role: str) -> Path:
@@ -283,6 +305,7 @@ class OutputSet:
         return t.path.with_name(t.prefix + _LOCK)
 
     def __enter__(self) -> OutputSet:
+        logging.getLogger("rasterio").addHandler(self._gdal)
         try:
             for role in sorted(self.targets):
                 self._locks.append(OutputLock(self.lock_path(role), self.path(role)).acquire())
@@ -294,6 +317,10 @@ class OutputSet:
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        logging.getLogger("rasterio").removeHandler(self._gdal)
+        err = None
+        if isinstance(exc, Exception) and not isinstance(exc, GeodinoError):
+            err = disk_error(exc) or (self._disk_state() if _from_io(exc) else None)
         try:
             if not self.committed:
                 for role in self.targets:
@@ -303,9 +330,33 @@ class OutputSet:
                     remove_orphans(t)
         finally:
             self._release()
-        if exc is not None and not isinstance(exc, OutputError) and (err := disk_error(exc)) is not None:
+        if err is not None:
             main = next(iter(self.targets.values())).path
             raise OutputError(f"{err.strerror} writing {main} (disk full or file size limit); nothing was changed") from None
+
+    def _disk_state(self) -> OSError | None:
+        """The disk error behind a failed write that GDAL reports only as "Write failed": from GDAL's messages
+        during the run, else by probing each output folder (a byte past the file-size limit, then 1 MiB)."""
+        for message in reversed(self._gdal.messages):
+            if (err := disk_error(Exception(message))) is not None:
+                return err
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        for t in self.targets.values():
+            probe = t.path.with_name(f"{t.prefix}{os.getpid()}-probe")
+            try:
+                fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    if soft != resource.RLIM_INFINITY:
+                        os.pwrite(fd, b"\0", soft)  # sparse: costs no space
+                    os.posix_fallocate(fd, 0, LOW_SPACE)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                if exc.errno in _DISK_ERRNOS:
+                    return exc
+            finally:
+                probe.unlink(missing_ok=True)
+        return None
 
     def _release(self) -> None:
         for lock in self._locks:

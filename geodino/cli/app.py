@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -22,6 +24,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+# GDAL's own messages (e.g. libtiff's "_tiffWriteProc: File too large" once per block) go to stderr through
+# GDAL's default handler (CPL_LOG sends them elsewhere; set it yourself to see them) or to Python's logging
+# through rasterio; the CLI says what failed in one line instead.
+os.environ.setdefault("CPL_LOG", os.devnull)
+logging.getLogger("rasterio").addHandler(logging.NullHandler())
 console = Console(soft_wrap=True)  # paths and messages stay on one line when piped, not folded at 80 columns
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., object])

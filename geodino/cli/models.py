@@ -12,6 +12,7 @@ from rich.table import Column, Table
 from geodino.cli.app import app, console, guard
 from geodino.errors import InputError
 from geodino.models import build_model, download, get_spec, list_models, save_checkpoint
+from geodino.outputs import OutputSet
 
 WeightsOpt = Annotated[str | None, typer.Option("--weights", help="checkpoint file, HF folder, or 'random'")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="weights cache (default $GEODINO_CACHE or ~/.cache/geodino)")]
@@ -96,7 +97,9 @@ def convert_cmd(
     """Convert a checkpoint between Meta's and Hugging Face's layouts."""
     if to not in ("meta", "hf"):
         raise InputError(f"--to must be 'meta' or 'hf', not {to!r}")
-    if dst.exists():
+    if dst.exists() or dst.is_symlink():
         raise InputError(f"{dst} exists; choose a new path")
-    save_checkpoint(build_model(model, src, check_hash=check_hash), dst, layout=to)
+    with OutputSet({"checkpoint": dst}, [src]) as outs:
+        save_checkpoint(build_model(model, src, check_hash=check_hash), outs.temp("checkpoint"), layout=to)
+        outs.commit()
     console.print(f"{model}: wrote {to} checkpoint {dst}")
