@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
@@ -33,6 +34,23 @@ def regression_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
         "r2": r2,
         "n": int(ok.sum()),
     }
+
+
+def check_reference(reference: str | Path, scene: GeoBox) -> None:
+    """Refuse, before any work, a reference raster that is missing, unreadable, without a CRS, or not overlapping
+    the scene's footprint (compared in the reference's CRS)."""
+    if not Path(reference).exists():
+        raise InputError(f"reference not found: {reference}")
+    try:
+        with rasterio.open(reference) as ds:
+            crs, bounds = ds.crs, ds.bounds
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"cannot read the reference {reference}: {str(exc).splitlines()[0]}") from None
+    if crs is None:
+        raise InputError(f"reference {reference} has no CRS")
+    x0, y0, x1, y1 = scene.extent.to_crs(crs.to_wkt()).boundingbox
+    if x1 <= bounds.left or x0 >= bounds.right or y1 <= bounds.bottom or y0 >= bounds.top:
+        raise InputError(f"reference {reference} does not overlap the scene: nothing to evaluate against")
 
 
 def evaluate_height(

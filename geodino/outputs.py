@@ -4,8 +4,8 @@ A run declares all its outputs up front (``{"features": OUT, "tokens": OUT.token
 inputs. :func:`check_targets` refuses, before any work: an output that is an input, two outputs on
 one path, an existing output without ``overwrite``, a folder geodino did not write (never replaced),
 ``.``/``..``/an ancestor of the working folder, a missing or read-only folder, a name too long for
-the temporaries beside it. Entering the set takes an exclusive lock per output (``fcntl.flock`` on
-``.<name>.geodino-lock``: released by the OS if the process dies) and removes temporaries left by
+the temporaries beside it. Entering the set takes an exclusive lock per output
+(:class:`~geodino.lock.OutputLock` on ``.<name>.geodino-lock``) and removes temporaries left by
 dead runs. Each output is written under ``temp(role)`` in its final folder; :meth:`OutputSet.commit`
 moves the old outputs aside, the new ones in, and only then deletes the old ones, with signals held
 back; any failure before that leaves every old output exactly as it was.
@@ -14,22 +14,20 @@ back; any failure before that leaves every old output exactly as it was.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
-import fcntl
 import json
 import logging
 import os
 import resource
 import shutil
 import signal
-import socket
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from geodino.errors import GeodinoError, InputError, OutputError
+from geodino.lock import OutputLock
 
 #: longest output name (bytes): the temporaries beside it add a prefix and a suffix to it
 MAX_NAME = 200
@@ -147,72 +145,6 @@ def check_targets(
         if not os.access(parent, os.W_OK):
             raise InputError(f"output folder {parent} is not writable")
     return out
-
-
-class OutputLock:
-    """An exclusive ``flock`` on ``path`` holding ``pid host start`` (released by the OS if the process dies).
-
-    ``busy(holder)`` makes the error raised when another process holds it (default: ``what`` is being written).
-    """
-
-    def __init__(self, path: Path, what: Path | str, busy: Callable[[str], GeodinoError] | None = None) -> None:
-        self.path, self.what = path, what
-        self.busy = busy or (
-            lambda holder: OutputError(f"{what} is being written by another geodino run ({holder}): wait for it or stop it")
-        )
-        self.fd: int | None = None
-
-    def acquire(self) -> OutputLock:
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise OutputError(f"cannot create the lock {self.path}: {exc.strerror or exc}") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_holder(fd)
-                os.close(fd)
-                raise self.busy(holder) from None
-            if _same_file(fd, self.path):  # else its last holder unlinked it between our open and flock: again
-                break
-            os.close(fd)
-        started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}".encode())
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        """Unlink the lock file, then unlock (a process waiting on this inode then sees it is gone)."""
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> OutputLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (st.st_ino, st.st_dev) == (mine.st_ino, mine.st_dev)
-
-
-def _read_holder(fd: int) -> str:
-    with contextlib.suppress(OSError):
-        text = " ".join(os.pread(fd, 512, 0).decode(errors="replace").split())
-        if text:
-            return text
-    return "starting up"
 
 
 def remove_path(path: Path) -> None:

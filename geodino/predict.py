@@ -194,7 +194,12 @@ def _predict(
     )
 
 
-def check_resolution(resolution: float | None) -> float | None:
-    if resolution is not None and resolution <= 0:
+def check_resolution(resolution: float | None, scene: Scene | None = None) -> float | None:
+    """Refuse, before any work, a ``--resolution`` that is not positive or finer than the scene's pixels."""
+    if resolution is not None and not resolution > 0:
         raise InputError(f"--resolution {resolution:g} must be positive (map units of the scene's CRS)")
+    if resolution is not None and scene is not None:
+        a = scene.transform
+        if resolution < abs(a.a) or resolution < abs(a.e):
+            raise InputError(f"--resolution {resolution:g} is finer than the scene's pixels ({abs(a.a):g} x {abs(a.e):g})")
     return resolution

@@ -1,7 +1,11 @@
-"""Helpers shared by the model tests: reference models from transformers, random checkpoints."""
+"""Helpers shared by the tests: reference models from transformers, random images, a local HTTP server."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import torch
@@ -29,3 +33,18 @@ def hf_reference(spec: WeightsSpec, meta_sd: StateDict, folder: Path) -> torch.n
 def image(shape: tuple[int, int], batch: int = 2, seed: int = 0) -> torch.Tensor:
     """Normalised-looking random input ``(batch, 3, H, W)``."""
     return torch.randn(batch, 3, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A ThreadingHTTPServer on 127.0.0.1 (a free port) answering with ``handler``; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

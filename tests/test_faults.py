@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import geopandas as gpd
@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from geodino.cli import app
 from geodino.synthetic import write_scene
 from geodino.writer import check_sealed
+from tests.helpers import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ("--model", "geodino_tiny_mlp", "--weights", "random")
@@ -373,17 +374,11 @@ def trickle_server() -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(Handler) as base:
+        try:
+            yield base
+        finally:
+            stop.set()
 
 
 def test_sigterm_mid_download_removes_the_partial_file_and_the_lock(

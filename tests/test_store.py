@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,12 +19,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from geodino import outputs as outputs_module
+from geodino import lock as lock_module
 from geodino.cli import app
 from geodino.errors import GeodinoError, InputError, WeightsError
 from geodino.models import build_model, cache_dir, download, find_weights, get_spec
 from geodino.models.checkpoint import hash_in_name, sha256_file
 from geodino.models.store import candidates_in, default_deadline
+from tests.helpers import serving
 
 TINY = "geodino_tiny_mlp"
 SAT = "dinov3_vitl16_sat493m"
@@ -78,18 +79,12 @@ def trickle_server() -> Iterator[SimpleNamespace]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        state.stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(Handler) as base:
+        state.base = base
+        try:
+            yield state
+        finally:
+            state.stop.set()
 
 
 def run_cli(*args: str):
@@ -422,7 +417,7 @@ def test_download_lock_retries_when_its_file_was_replaced(http_server, make_chec
         fcntl.flock(fd, op)
         held.append((os.fstat(fd).st_ino, os.stat(lock).st_ino))
 
-    monkeypatch.setattr(outputs_module, "fcntl", SimpleNamespace(flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
+    monkeypatch.setattr(lock_module, "fcntl", SimpleNamespace(flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB))
     path = download(http_server.url(served.name), cache=cache, progress=False)
 
     assert len(held) == 2  # the stale inode was let go, the lock taken again on the file at the path

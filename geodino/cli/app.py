@@ -120,6 +120,8 @@ class TileBar:
         self.start = time.perf_counter()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object = None, *exc: object) -> None:
         if self.bar is not None:
+            if exc_type is not None:  # a failed run: the error line stands alone (no final bar in a log either)
+                self.bar.live.transient = True
             self.bar.stop()

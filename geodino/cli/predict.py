@@ -16,6 +16,8 @@ from geodino.errors import InputError
 from geodino.features import FeatureExtractor, check_precision, parse_layers, resolve_device
 from geodino.labels import load_labels
 from geodino.landcover import colormap, load_head, save_head, train_head
+from geodino.metrics import check_reference
+from geodino.models import get_spec
 from geodino.outputs import OutputSet, check_targets
 from geodino.predict import CanopyPredictor, LandCoverPredictor, check_resolution, predict_scene
 from geodino.scene import open_scene
@@ -63,10 +65,10 @@ def canopy_height_cmd(
     inputs = [*s.paths, weights, backbone_weights, reference]
     targets = {"prediction": out, "evaluation": report}
     check_targets(targets, inputs, overwrite)
-    check_resolution(resolution)
+    check_resolution(resolution, s)
     resolve_device(device), check_precision(precision)
-    if reference is not None and not reference.exists():
-        raise InputError(f"reference not found: {reference}")
+    if reference is not None:
+        check_reference(reference, s.geobox)
     adapter = make_adapter(s, 3, sensor, bands)
     check_memory(estimate_memory(plan, 1, batch_size, 0, 3, stride=1), f"--tile {tile}")
     with OutputSet(targets, inputs, overwrite) as outs:
@@ -174,11 +176,12 @@ def land_cover_cmd(
     resolve_device(device), check_precision(precision)
     adapter = make_adapter(s, 3, sensor, bands)
     names = [str(n) for n in info["names"]]  # type: ignore[union-attr]
+    dim = get_spec(str(info["model"])).arch.embed_dim * len(info["layers"])  # type: ignore[arg-type]
+    if dim != lc_head.bn.num_features:
+        raise InputError(f"{head} expects {lc_head.bn.num_features} feature channels, {info['model']} gives {dim}")
     check_memory(estimate_memory(plan, len(names), batch_size, 0, 3, stride=1), f"--tile {tile}")
     with OutputSet(targets, inputs, overwrite) as outs:
         extractor = FeatureExtractor(_model(str(info["model"]), weights), info["layers"], device, precision)  # type: ignore[arg-type]
-        if extractor.dim != lc_head.bn.num_features:
-            raise InputError(f"{head} expects {lc_head.bn.num_features} feature channels, the backbone gives {extractor.dim}")
         _random_note(bool(extractor.describe()["random_weights"]))
         predictor = LandCoverPredictor(extractor, lc_head, {k: v for k, v in info.items() if k not in ("metrics",)})
         with TileBar() as progress:

@@ -22,9 +22,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from geodino.errors import GeodinoError, InputError, WeightsError
+from geodino.lock import OutputLock
 from geodino.models.checkpoint import hash_in_name, sha256_file
 from geodino.models.specs import WeightsSpec
-from geodino.outputs import OutputLock
 
 ENV_WEIGHTS = "GEODINO_WEIGHTS"
 ENV_CACHE = "GEODINO_CACHE"
