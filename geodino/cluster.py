@@ -152,8 +152,8 @@ def check_request(options: EncodeOptions, chunk: int | None, scheduler: str | No
     """Refuse, before any work, what a block-wise run cannot do."""
     if options.pca or options.tokens:
         raise InputError("--pca and --tokens are not available for block-wise Zarr runs: encode to a COG for them")
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers {workers}: give at least 1")
+    if workers is not None and not 1 <= workers <= (os.cpu_count() or 1):
+        raise InputError(f"--workers {workers}: give 1 to {os.cpu_count() or 1} (the cores of this machine; a bigger cluster: --scheduler)")
     if workers is not None and scheduler not in (None, "threads"):
         raise InputError("give either --scheduler ADDRESS (an existing cluster) or --workers N (a local one), not both")
     if chunk is not None:

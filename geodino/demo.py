@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geodino.engine import EncodeOptions, EncodeResult, Progress, encode_scene
-from geodino.errors import WeightsError
+from geodino.errors import InputError, WeightsError
 from geodino.features import FeatureExtractor
 from geodino.models import RANDOM, DinoVisionTransformer, build_model
 from geodino.outputs import OutputSet
@@ -66,12 +66,17 @@ def run_demo(
 ) -> DemoReport:
     """Encode the demo scene to ``out_dir/features.tif`` (replacing it) and write ``out_dir/features_pca.png``."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out-dir {out_dir} is a file: give a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create --out-dir {out_dir}: {exc.strerror}") from None
     path, origin = demo_scene(out_dir, scene)
     extractor = FeatureExtractor(model, device="auto")
     options = EncodeOptions(tile=tile, overlap=overlap, overwrite=True)
     targets = {"features": out_dir / "features.tif", "quicklook": out_dir / "features_pca.png"}
-    with OutputSet(targets, [path], overwrite=True) as outs:
+    with OutputSet(targets, [path], overwrite=True, replaceable=["quicklook"]) as outs:
         result = encode_scene(path, targets["features"], extractor, options, progress, outputs=outs)
         write_quicklook(outs.temp("features"), outs.temp("quicklook"))
         done = outs.commit()

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 from odc.geo.geobox import GeoBox
 
-from geodino.errors import InputError
-from geodino.outputs import OutputSet, check_targets
+from geodino.errors import InputError, OutputError
+from geodino.lock import OutputLock
+from geodino.outputs import OutputSet, check_targets, run_lock
 from geodino.writer import BLOCK, FeatureWriter, check_format, check_sealed
 
 #: bytes of features held per strip while exporting
@@ -42,9 +43,20 @@ def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overw
     meta["exported_from"] = str(src)
     meta["dtype"] = dtype
     rows = max(1, min(BLOCK, STRIP_BYTES // max(1, w * d * 4)))
-    with OutputSet({"features": out}, [src], overwrite) as outs, FeatureWriter(outs.temp("features"), geobox, d, "cog", dtype) as writer:
+    with (
+        OutputLock(
+            run_lock(src), src, lambda holder: OutputError(f"{src} is being written by a geodino run ({holder}): export it when done")
+        ),
+        OutputSet({"features": out}, [src], overwrite) as outs,
+        FeatureWriter(outs.temp("features"), geobox, d, "cog", dtype) as writer,
+    ):  # the store is locked like an output, so no encode replaces it while it is read
         for r0 in range(0, h, rows):
-            strip = np.asarray(feats.isel(y=slice(r0, r0 + rows)).values, dtype=np.float32)
+            try:
+                strip = np.asarray(feats.isel(y=slice(r0, r0 + rows)).values, dtype=np.float32)
+            except Exception as exc:  # a truncated or corrupt chunk
+                raise InputError(
+                    f"{src} is damaged: rows {r0}-{r0 + rows} cannot be read ({type(exc).__name__}); encode it again"
+                ) from None
             writer.write_rows(r0, strip.transpose(1, 2, 0))
         writer.finish(meta, names)
         return outs.commit()["features"]

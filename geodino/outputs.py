@@ -35,6 +35,8 @@ MAX_NAME = 200
 MARKER = ".geodino"
 _LOCK, _RUN = "lock", "run"
 _DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+#: outputs committed in this process (the CLI's interruption message must not say nothing was written)
+COMMITTED: list[Path] = []
 #: free bytes below which a failed write is put down to a full disk
 LOW_SPACE = 1 << 20
 
@@ -52,15 +54,31 @@ class Target:
         return f".{self.path.name}.geodino-"
 
 
+def run_lock(out: Path) -> Path:
+    """``.<name>.geodino-lock`` beside ``out``: the lock a run writing ``out`` holds (and a run reading it)."""
+    return out.with_name(Target("", Path(out)).prefix + _LOCK)
+
+
 def run_folder(out: Path) -> Path:
     """``.<name>.geodino-run`` beside ``out``: a resumable run's folder (kept across runs; not a temporary)."""
     return out.with_name(Target("", out).prefix + _RUN)
 
 
 def absolute(path: str | Path) -> Path:
-    """``path`` made absolute without resolving its last component (a symlink stays the link)."""
-    p = Path(os.path.abspath(os.fspath(path)))
-    return p.parent.resolve() / p.name if p.name else p
+    """``path`` made absolute without resolving its last component (a symlink stays the link); its folder is
+    resolved as the system does (``link/../x`` goes through the link), ``.`` and ``..`` as folders."""
+    text = os.path.join(os.getcwd(), os.fspath(path))
+    head, name = os.path.split(text.rstrip(os.sep) or os.sep)
+    if name in ("", ".", ".."):
+        return Path(os.path.realpath(text))
+    return Path(os.path.realpath(head)) / name
+
+
+def _local(path: str) -> str | None:
+    """A local file path of an input (``file://`` URLs included); None for remote or GDAL virtual paths."""
+    if path.startswith("file://"):
+        return path[len("file://") :]
+    return None if "://" in path or path.startswith("/vsi") else path
 
 
 def _real(path: str | Path) -> str:
@@ -102,18 +120,24 @@ def _same(a: str | Path, b: str | Path) -> bool:
 
 
 def check_targets(
-    targets: Mapping[str, str | Path | None], inputs: Iterable[str | Path | None] = (), overwrite: bool = False
+    targets: Mapping[str, str | Path | None],
+    inputs: Iterable[str | Path | None] = (),
+    overwrite: bool = False,
+    replaceable: Iterable[str] = (),
 ) -> list[Target]:
     """Validate every output of a run before any work; returns them as :class:`Target` values.
 
     ``targets``: role -> path (None: not written this run). ``inputs``: every file or folder the run reads.
+    An existing raster without geodino's tags is never replaced, except for the ``replaceable`` roles
+    (pictures geodino writes without tags, such as the demo's quicklook).
     """
     out = [Target(role, absolute(p)) for role, p in targets.items() if p is not None]
-    local_inputs = [str(p) for p in inputs if p is not None and "://" not in str(p) and not str(p).startswith("/vsi")]
+    replaceable = set(replaceable)
+    local_inputs = [q for p in inputs if p is not None and (q := _local(str(p))) is not None]
     cwd = _real(os.getcwd())
     for i, t in enumerate(out):
         label = f"{t.path}" if t.role == out[0].role else f"{t.role} output {t.path}"
-        if len(os.fsencode(t.path.name)) > MAX_NAME:
+        if len(os.fsencode(t.path.name)) + len(t.path.suffix) > MAX_NAME:  # (the suffix is repeated in temporaries)
             raise InputError(
                 f"output name {t.path.name[:40]}... is {len(os.fsencode(t.path.name))} bytes: "
                 f"at most {MAX_NAME} leave room for the temporaries beside it"
@@ -126,10 +150,12 @@ def check_targets(
                 raise InputError(f"{label} is also an input: choose another output path (did you forget OUT?)")
             if os.path.exists(src) and _real(src).startswith(_real(t.path) + os.sep):
                 raise InputError(f"{label} holds the input {src}: choose another output path")
+            if os.path.isdir(src) and _real(t.path).startswith(_real(src) + os.sep):
+                raise InputError(f"{label} is inside the input {src}: choose another output path")
         if cwd == _real(t.path) or cwd.startswith(_real(t.path).rstrip(os.sep) + os.sep):
             raise InputError(f"{label} is the working folder or one of its parents: choose another output path")
         exists = t.path.exists() or t.path.is_symlink()
-        if exists and i == 0 and foreign_raster(t.path):  # (the main output: the last argument on the command line)
+        if exists and t.role not in replaceable and foreign_raster(t.path):
             raise InputError(
                 f"{label} is an existing raster geodino did not write: did you forget OUT? (remove it yourself to reuse the name)"
             )
@@ -208,8 +234,14 @@ class OutputSet:
     ``targets``: role -> final path (the first role is the main output). ``temp(role)`` is where to write it.
     """
 
-    def __init__(self, targets: Mapping[str, str | Path | None], inputs: Iterable[str | Path | None] = (), overwrite: bool = False) -> None:
-        self.targets = {t.role: t for t in check_targets(targets, inputs, overwrite)}
+    def __init__(
+        self,
+        targets: Mapping[str, str | Path | None],
+        inputs: Iterable[str | Path | None] = (),
+        overwrite: bool = False,
+        replaceable: Iterable[str] = (),
+    ) -> None:
+        self.targets = {t.role: t for t in check_targets(targets, inputs, overwrite, replaceable)}
         self.overwrite = overwrite
         self._locks: list[OutputLock] = []
         self._sources: dict[str, Path] = {}
@@ -233,8 +265,7 @@ class OutputSet:
         self._sources[role] = source
 
     def lock_path(self, role: str) -> Path:
-        t = self.targets[role]
-        return t.path.with_name(t.prefix + _LOCK)
+        return run_lock(self.targets[role].path)
 
     def __enter__(self) -> OutputSet:
         logging.getLogger("rasterio").addHandler(self._gdal)
@@ -299,7 +330,7 @@ class OutputSet:
         """Move every written temporary into place at once (all ``roles``, default those written). The old
         outputs are moved aside first and deleted only when every new one is in place."""
         roles = [r for r in (roles or self.targets) if self.temp(r).exists() or self.temp(r).is_symlink()]
-        moved: list[tuple[Path, Path | None]] = []
+        moved: list[list[object]] = []  # [final, old moved aside or None, new moved in]
         with signals_held():
             try:
                 for role in roles:
@@ -311,18 +342,24 @@ class OutputSet:
                     if t.path.exists() or t.path.is_symlink():
                         old = t.path.with_name(f"{t.prefix}{os.getpid()}-old-{role}")
                         os.replace(t.path, old)
-                    moved.append((t.path, old))
+                    moved.append([t.path, old, False])
                     os.replace(src, t.path)
-            except BaseException:
-                for final, old in reversed(moved):
+                    moved[-1][2] = True
+            except BaseException as exc:
+                for final, old, new_in in reversed(moved):
+                    if new_in:
+                        remove_path(final)  # type: ignore[arg-type]
                     if old is not None:
-                        if final.is_dir() and not final.is_symlink():
-                            shutil.rmtree(final, ignore_errors=True)
-                        os.replace(old, final)
+                        os.replace(old, final)  # type: ignore[arg-type]
+                if isinstance(exc, OSError) and disk_error(exc) is None:
+                    raise OutputError(
+                        f"cannot move {moved[-1][0] if moved else 'the outputs'} into place ({exc.strerror}); nothing was changed"
+                    ) from None
                 raise
-            for _, old in moved:
+            for _, old, _ in moved:
                 if old is not None:
-                    remove_path(old)
+                    remove_path(old)  # type: ignore[arg-type]
+        COMMITTED.extend(self.path(r) for r in roles)
         self.committed = True
         return {r: self.path(r) for r in roles}
 

@@ -7,6 +7,7 @@ interface (``normalize``, ``__call__`` -> :class:`~geodino.features.Tokens`, ``o
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,10 +197,13 @@ def _predict(
 
 def check_resolution(resolution: float | None, scene: Scene | None = None) -> float | None:
     """Refuse, before any work, a ``--resolution`` that is not positive or finer than the scene's pixels."""
-    if resolution is not None and not resolution > 0:
+    if resolution is not None and not (resolution > 0 and math.isfinite(resolution)):
         raise InputError(f"--resolution {resolution:g} must be positive (map units of the scene's CRS)")
     if resolution is not None and scene is not None:
         a = scene.transform
         if resolution < abs(a.a) or resolution < abs(a.e):
             raise InputError(f"--resolution {resolution:g} is finer than the scene's pixels ({abs(a.a):g} x {abs(a.e):g})")
+        h, w = scene.shape
+        if resolution > max(h * abs(a.e), w * abs(a.a)):
+            raise InputError(f"--resolution {resolution:g} is larger than the scene ({w * abs(a.a):g} x {h * abs(a.e):g} map units)")
     return resolution

@@ -183,3 +183,44 @@ def test_ctrl_c_with_worker_processes_prints_no_traceback(tmp_path: Path) -> Non
     assert "Traceback" not in err and "KeyboardInterrupt" not in err and "distributed" not in err, err
     assert err.splitlines()[-1].startswith("geodino: error: interrupted: ") and "run the same command again to resume" in err
     assert np.any([p.name for p in (tmp_path / ".o.zarr.geodino-run" / "done").iterdir()])
+
+
+def test_review_cases_paths_through_links_inside_inputs_and_file_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from geodino.outputs import absolute
+
+    (tmp_path / "sub" / "deep").mkdir(parents=True)
+    (tmp_path / "L2").symlink_to(tmp_path / "sub" / "deep")
+    monkeypatch.chdir(tmp_path)
+    assert absolute("L2/../old.tif") == tmp_path / "sub" / "old.tif"  # as the system resolves it, not as text
+    assert absolute("..") == tmp_path.parent
+    scene = write_scene(tmp_path / "sub" / "scene.tif", 32, 32)
+    with pytest.raises(InputError, match="is also an input"):
+        check_targets({"m": "L2/../scene.tif"}, [scene], overwrite=True)
+    with pytest.raises(InputError, match="is also an input"):
+        check_targets({"m": scene}, [f"file://{scene}"], overwrite=True)
+    store = tmp_path / "in.zarr"
+    store.mkdir()
+    with pytest.raises(InputError, match="is inside the input"):
+        check_targets({"m": store / "features" / "0.1.0"}, [store], overwrite=True)
+    with pytest.raises(InputError, match="did you forget OUT"):  # a sidecar over someone's raster, not only the main output
+        check_targets({"m": tmp_path / "new.tif", "probabilities": scene}, [], overwrite=True)
+
+
+def test_a_move_refused_during_the_commit_is_one_line_and_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "b.tif").write_bytes(b"old b")
+    before = snapshot(tmp_path)
+    real = os.replace
+
+    def refusing(src: object, dst: object) -> None:
+        if Path(str(dst)) == tmp_path / "b.tif" and "-b.tif" in str(src):
+            raise PermissionError(1, "Operation not permitted")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", refusing)
+    targets = {"a": tmp_path / "a.tif", "b": tmp_path / "b.tif"}
+    refused = pytest.raises(OutputError, match=r"cannot move .*b\.tif into place \(Operation not permitted\); nothing was changed")
+    with refused, OutputSet(targets, overwrite=True) as outs:
+        outs.temp("a").write_bytes(b"new a")
+        outs.temp("b").write_bytes(b"new b")
+        outs.commit()
+    assert snapshot(tmp_path) == before  # the new a.tif, moved in first, was taken out again

@@ -620,3 +620,22 @@ def test_candidates_in_hf_layouts(tmp_path: Path) -> None:
     assert find_weights(spec, repo) == repo
     # other specs' folders are not candidates
     assert candidates_in(folder, get_spec("dinov3_vitl16_lvd1689m")) == []
+
+
+def test_download_names_from_the_url_never_leave_the_cache_or_touch_other_files(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (tmp_path / "important.tif").write_bytes(b"keep")
+    (cache / "scene.tif").write_bytes(b"keep too")
+    (cache / "w.pth.part-notes.txt").write_bytes(b"mine")
+    for url in (
+        "http://127.0.0.1:9/x/..%2Fimportant.tif",
+        f"http://127.0.0.1:9/%2F{tmp_path}%2Fimportant.pth",
+        "http://127.0.0.1:9/scene.tif",
+    ):
+        with pytest.raises(WeightsError, match="does not name a weights file"):
+            download(url, cache=cache, progress=False)
+    with pytest.raises(WeightsError, match="download failed"):
+        download("http://127.0.0.1:9/w.pth", cache=cache, progress=False)
+    assert (tmp_path / "important.tif").read_bytes() == b"keep" and (cache / "scene.tif").read_bytes() == b"keep too"
+    assert (cache / "w.pth.part-notes.txt").read_bytes() == b"mine"

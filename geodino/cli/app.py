@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from geodino.errors import GeodinoError, Interrupted, Terminated
+from geodino.outputs import COMMITTED
 
 app = typer.Typer(
     name="geodino",
@@ -35,6 +36,11 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    """The first SIGINT/SIGTERM/SIGHUP unwinds the run; later ones are ignored so that the cleanup finishes."""
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Terminated(signum)
 
 
@@ -50,7 +56,8 @@ def guard(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: object, **kwargs: object) -> object:
-        old = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
+        old = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        COMMITTED.clear()
         try:
             return fn(*args, **kwargs)
         except Interrupted as exc:
@@ -61,7 +68,10 @@ def guard(fn: F) -> F:
             raise typer.Exit(2) from None
         except (KeyboardInterrupt, Terminated) as exc:
             signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
-            error_line(f"interrupted ({signal.Signals(signum).name}): nothing was written and existing outputs were left as they were")
+            if COMMITTED:
+                error_line(f"interrupted ({signal.Signals(signum).name}) after {', '.join(map(str, COMMITTED))} had been written complete")
+            else:
+                error_line(f"interrupted ({signal.Signals(signum).name}): nothing was written and existing outputs were left as they were")
             raise typer.Exit(128 + signum) from None
         finally:
             for s, handler in old.items():

@@ -96,6 +96,8 @@ def encode_cmd(
     inputs = [*scene.paths, weights, mixer]
     check_outputs(out, options, inputs)
     n_layers = len(parse_layers(layers))
+    if pca is not None and pca > spec.arch.embed_dim * n_layers:
+        raise InputError(f"--pca {pca}: the features have {spec.arch.embed_dim * n_layers} channels ({spec.name}, {n_layers} layer(s))")
     resolve_device(device), check_precision(precision)
     band_mixer = BandMixer.load(mixer) if mixer is not None else None
     adapter = make_adapter(scene, band_mixer.n_bands if band_mixer else spec.arch.in_chans, sensor, bands)

@@ -27,6 +27,8 @@ from geodino.models.checkpoint import hash_in_name, sha256_file
 from geodino.models.specs import WeightsSpec
 
 ENV_WEIGHTS = "GEODINO_WEIGHTS"
+#: what a downloaded file may be called (the name comes from the URL; nothing else is written or removed)
+WEIGHT_SUFFIXES = (".pth", ".safetensors")
 ENV_CACHE = "GEODINO_CACHE"
 
 
@@ -113,6 +115,8 @@ def _target_name(url: str, spec: WeightsSpec | None) -> str:
         name = spec.file_name
     if not name:
         raise WeightsError(f"cannot tell a file name from the URL {_public(url)}")
+    if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(WEIGHT_SUFFIXES):
+        raise WeightsError(f"the URL {_public(url)} does not name a weights file (.pth or .safetensors): {name!r}")
     return name
 
 
@@ -160,7 +164,7 @@ def download(
     expected = (hash_in_name(target) or (spec.hash_prefix if spec else None)) if check_hash else None
     with _download_lock(folder / f"{name}.lock", name):
         for leftover in folder.iterdir():  # safe: a live writer of these would hold the lock
-            if leftover.name.startswith(f"{name}.part-"):
+            if leftover.name.startswith(f"{name}.part-") and leftover.name[len(name) + 6 :].isdigit():
                 leftover.unlink(missing_ok=True)
         if target.exists() or target.is_symlink():
             if _passes(target, expected, verify):
