@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import geodino.engine as engine
-from geodino.adapter import make_adapter
+from geodino.adapter import prepare
 from geodino.engine import EncodeOptions, EncodeResult, encode_scene, make_plan
 from geodino.features import FeatureExtractor
 from geodino.models import build_model
@@ -42,9 +42,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 def load_batches(scene_path: Path, extractor: FeatureExtractor, options: EncodeOptions) -> tuple[list[Batch], int]:
     """The engine's plan and adapter; every non-empty tile read into memory, grouped ``batch_size`` per batch."""
-    scene = open_scene(scene_path)
+    scene, adapter = prepare(open_scene(scene_path), getattr(extractor, "in_bands", 3), options.sensor, options.bands)
     plan = make_plan(scene, options, extractor.patch)
-    adapter = make_adapter(scene, getattr(extractor, "in_bands", 3), options.sensor, options.bands)
     with SceneReader(scene, adapter) as reader:
         full = [d for d in map(reader.read_tile, plan.tiles()) if not d.empty]
     groups = [full[i : i + options.batch_size] for i in range(0, len(full), options.batch_size)]
@@ -97,7 +96,7 @@ def instrumented() -> Iterator[dict[str, float]]:
 
     stages = [
         (engine, "open_scene", "open_scene"),
-        (engine, "make_adapter", "scene-wide stats (make_adapter)"),
+        (engine, "prepare", "detection and scene-wide stats (prepare)"),
         (engine, "cell_valid", "cell_valid"),
         (Stitcher, "add", "stitcher.add (blend, float64)"),
         (Stitcher, "finish_row", "stitcher.finish_row (incl. write_rows)"),

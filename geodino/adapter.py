@@ -1,9 +1,10 @@
 """The channel adapter: scene bands -> the model's input bands, DN -> reflectance -> [0, 1].
 
-A :class:`BandAdapter` is a value built once per scene (:func:`make_adapter`) from a sensor preset,
-an optional ``--bands`` override and, for percentile stretches, one decimated read of the whole
-scene. The same parameters apply to every tile, so there are no seams from per-tile stretching, and
-they are recorded in every output. The weights' mean/std are applied afterwards by the spec.
+A :class:`BandAdapter` is a value built once per scene (:func:`prepare`) from the preset and bands that
+:mod:`geodino.detect` chose from evidence (or ``--sensor``/``--bands``) and one decimated read of the
+whole scene (offset facts, percentile stretch, clipping check). The same parameters apply to every
+tile, so there are no seams from per-tile stretching, and they are recorded in every output. The
+weights' mean/std are applied afterwards by the spec.
 """
 
 from __future__ import annotations
@@ -12,17 +13,20 @@ import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from geodino.detect import Detection, band_record, detect, sentinel2_offset
 from geodino.errors import InputError
-from geodino.scene import Scene, canonical_band
-from geodino.sensors import SensorPreset, get_preset, guess_preset, load_presets
+from geodino.scene import Scene, open_source
 
 #: Longest side of the decimated read used for scene-wide statistics (overviews are used when present).
 STATS_SIDE = 1024
+
+
+#: Fractions of a selected band's valid pixels beyond either end of the stretch: warn above, refuse above.
+CLIP_WARN, CLIP_REFUSE = 0.05, 0.5
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,9 @@ class BandAdapter:
     """Scene-fixed preprocessing: ``x = clip((DN * scale + offset - lo) / (hi - lo), 0, 1)`` per band.
 
     ``indexes`` are 0-based scene band indexes feeding the model's bands in order; ``lo``/``hi`` are
-    per selected band, in scaled units.
+    per selected band, in scaled units. ``reason`` says why the preset, ``bands`` every scene band's
+    identity and its source, ``clipped_low``/``clipped_high`` the fraction of each selected band's valid
+    sampled pixels beyond the stretch, ``notes`` what the user should be told.
     """
 
     preset: str
@@ -41,9 +47,16 @@ class BandAdapter:
     lo: tuple[float, ...]
     hi: tuple[float, ...]
     nodata: float | None
-    stretch: str  # how lo/hi were obtained
+    stretch: str  # how lo/hi (and the offset) were obtained
     nonfinite_sampled: int = 0  # pixels of the decimated read with NaN/inf in a selected band (float scenes)
     sampled: int = 0  # pixels in the decimated read (0: none was made)
+    reason: str = ""
+    bands: tuple[dict[str, str | None], ...] = ()
+    clipped_low: tuple[float, ...] = ()
+    clipped_high: tuple[float, ...] = ()
+    resampling: str = ""  # what was resampled and how ("" when the scene is read as it is)
+    gsd: float | None = None  # metres per pixel of the grid the model sees
+    notes: tuple[str, ...] = ()
 
     def to_unit(self, raw: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` DNs of the selected bands -> float32 in [0, 1]."""
@@ -63,6 +76,10 @@ class BandAdapter:
             ok &= mask
         return ok
 
+    def selected(self) -> list[dict[str, str | None]]:
+        """The identities of the bands feeding the model, in order."""
+        return [self.bands[i] for i in self.indexes] if self.bands else [{"name": n} for n in self.names]
+
     def record(self) -> dict[str, object]:
         """Everything needed to reproduce the preprocessing (written to output tags)."""
         return asdict(self)
@@ -81,82 +98,81 @@ def _decimated(scene: Scene, indexes: tuple[int, ...], side: int = STATS_SIDE) -
     for i in indexes:
         path, b = scene.band_sources[i]
         try:
-            with rasterio.open(path) as ds:
+            ds, handles = open_source(scene, path)
+            try:
                 bands.append(ds.read(b, window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest))
                 if scene.has_mask and mask is None:
                     mask = ds.dataset_mask(window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest) > 0
+            finally:
+                for hd in handles:
+                    hd.close()
         except RasterioIOError as exc:
             detail = str(exc.__cause__ or exc).splitlines()[0]
             raise InputError(f"cannot read {path} (band {b}) for scene statistics: {detail}") from None
     return np.stack(bands), mask
 
 
-def _select(scene: Scene, preset: SensorPreset, bands: str | None) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    names = preset.names_for(scene)
-    canon = [canonical_band(n) for n in names]
-    wanted = [b.strip() for b in bands.split(",")] if bands else list(preset.rgb)
-    indexes = []
-    for b in wanted:
-        if b.isdigit():
-            i = int(b) - 1
-            if not 0 <= i < scene.count:
-                raise InputError(f"band {b} out of range: the scene has {scene.count} bands ({', '.join(names)})")
-        elif canonical_band(b) in canon:
-            i = canon.index(canonical_band(b))  # first occurrence: the first date of a multi-date stack
-        else:
-            raise InputError(f"no band {b!r} in {scene.paths[0]}: its bands are {', '.join(names)} (preset {preset.name}); pass --bands")
-        indexes.append(i)
-    return tuple(indexes), tuple(names[i] for i in indexes)
+def _clipping(
+    det: Detection, scaled: np.ndarray, lo: tuple[float, ...], hi: tuple[float, ...], allow: bool
+) -> tuple[list[float], list[float], list[str]]:
+    """Fractions of valid sampled pixels below ``lo`` / above ``hi`` per selected band; a note above
+    :data:`CLIP_WARN`, a refusal above :data:`CLIP_REFUSE` unless ``allow``."""
+    n = max(scaled.shape[1], 1)
+    low = [float((scaled[k] < lo[k]).sum()) / n for k in range(len(lo))]
+    high = [float((scaled[k] > hi[k]).sum()) / n for k in range(len(hi))]
+    label = lambda k: det.bands[det.indexes[k]].label() if det.bands else str(det.indexes[k] + 1)  # noqa: E731
+    worst = max(range(len(lo)), key=lambda k: max(low[k], high[k]))
+    frac = ", ".join(f"{label(k)} {low[k]:.0%} below / {high[k]:.0%} above" for k in range(len(lo)))
+    share = max(low[worst], high[worst])
+    if share > CLIP_REFUSE and not allow:
+        end = "below the stretch (black)" if low[worst] >= high[worst] else "above the stretch (white)"
+        raise InputError(
+            f"{det.preset.name}: {share:.0%} of the valid pixels of {label(worst)} fall {end}, so the model would see a "
+            f"{'black' if low[worst] >= high[worst] else 'white'} picture ({frac}): pass another --sensor (e.g. generic with "
+            "--bands for a scene-wide percentile stretch), or --allow-clipping if the preset is right "
+            "(e.g. snow under a reflectance preset)"
+        )
+    notes = [f"{det.preset.name}: stretch clips more than {CLIP_WARN:.0%} of a band's valid pixels ({frac})"] if share > CLIP_WARN else []
+    return low, high, notes
 
 
-def _auto_offset(scene: Scene, preset: SensorPreset, sample: np.ndarray, valid: np.ndarray) -> tuple[float, str]:
-    for key, value in scene.tags:
-        if "BOA_ADD_OFFSET" in key.upper():
-            return float(value) * preset.scale, f"offset {value} DN from the file's {key}"
-    p1 = float(np.percentile(sample[:, valid], 1)) if valid.any() else 0.0
-    if p1 >= 1000:
-        return -1000 * preset.scale, f"offset -1000 DN (scene 1st percentile {p1:.0f} >= 1000: baseline >= 04.00)"
-    return 0.0, f"no offset (scene 1st percentile {p1:.0f} < 1000: baseline < 04.00 or already removed)"
+def prepare(
+    scene: Scene, n_inputs: int = 3, sensor: str | None = None, bands: str | None = None,
+    gsd: float | None = None, allow_clipping: bool = False,
+) -> tuple[Scene, BandAdapter]:  # fmt: skip
+    """The scene on the grid the model will see and its adapter: preset and bands from evidence
+    (:func:`geodino.detect.detect`), grid of the selected bands or ``gsd`` metres, one decimated read
+    for the offset, the stretch and the clipping check.
 
-
-def make_adapter(scene: Scene, n_inputs: int = 3, sensor: str | None = None, bands: str | None = None) -> BandAdapter:
-    """Build the scene's adapter: preset (``sensor`` or guessed), band selection, scene-wide stretch.
-
-    Raises :class:`InputError` listing the scene's bands and the presets when the bands cannot be mapped.
+    Raises :class:`InputError` (one line) when the bands cannot be identified, an explicit preset does not
+    fit, or more than half of a band's valid pixels would clip (unless ``allow_clipping``).
     """
-    preset = get_preset(sensor) if sensor else guess_preset(scene)
-    if preset is None:
-        if not bands:
-            raise InputError(
-                f"cannot map the {scene.count} bands of {scene.paths[0]} ({', '.join(scene.band_names)}, {scene.dtype}) to RGB: "
-                f"pass --sensor (one of {', '.join(sorted(load_presets()))}) or --bands, e.g. --bands 3,2,1"
-            )
-        preset = get_preset("generic")
-    indexes, names = _select(scene, preset, bands)
-    if len(indexes) != n_inputs:
-        raise InputError(f"the model takes {n_inputs} bands but {len(indexes)} were selected ({', '.join(names)})")
+    det = detect(scene, n_inputs, sensor, bands)
+    preset, indexes = det.preset, det.indexes
+    scene, notes = scene.on_grid_of(indexes)
+    grid_notes = list(notes)
+    if gsd is not None:
+        scene, note = scene.at_gsd(gsd)
+        grid_notes.append(note)
+    names = tuple(det.bands[i].name for i in indexes)
     nodata = scene.nodata if scene.nodata is not None else preset.nodata
     is_float = np.issubdtype(np.dtype(scene.dtype), np.floating)
-    needs_data = preset.percentiles is not None or preset.offset == "auto" or is_float
     how = [f"preset {preset.name}"]
     offset = 0.0 if preset.offset == "auto" else float(preset.offset)
-    nonfinite = sampled = 0
-    if needs_data:
-        sample, mask = _decimated(scene, indexes)
-        probe = BandAdapter(preset.name, indexes, names, 1.0, 0.0, (0.0,) * n_inputs, (1.0,) * n_inputs, nodata, "")
-        valid = probe.valid(sample, mask)  # NaN/inf pixels are invalid, so left out of every statistic
-        sampled = int(sample.shape[1] * sample.shape[2])
-        if is_float:
-            nonfinite = int((~np.isfinite(sample)).any(axis=0).sum())
-            if nonfinite:
-                how.append(f"{nonfinite} of {sampled} sampled pixels non-finite (masked)")
-        if preset.offset == "auto":
-            offset, why = _auto_offset(scene, preset, sample, valid)
-            how.append(why)
+    if preset.offset == "auto":
+        offset, why = sentinel2_offset(scene, preset.scale)
+        how.append(why)
+    sample, mask = _decimated(scene, indexes)
+    probe = BandAdapter(preset.name, indexes, names, 1.0, 0.0, (0.0,) * n_inputs, (1.0,) * n_inputs, nodata, "")
+    valid = probe.valid(sample, mask)  # NaN/inf pixels are invalid, so left out of every statistic
+    sampled = int(sample.shape[1] * sample.shape[2])
+    nonfinite = int((~np.isfinite(sample)).any(axis=0).sum()) if is_float else 0
+    if nonfinite:
+        how.append(f"{nonfinite} of {sampled} sampled pixels non-finite (masked)")
+    if not valid.any():
+        raise InputError(f"{scene.paths[0]} has no valid pixels in bands {', '.join(names)} (nodata {nodata})")
+    scaled = sample[:, valid].astype(np.float64) * preset.scale + offset
     if preset.percentiles is not None:
-        if not valid.any():
-            raise InputError(f"{scene.paths[0]} has no valid pixels in bands {', '.join(names)} (nodata {nodata})")
-        scaled = sample[:, valid].astype(np.float64) * preset.scale + offset
         p, q = preset.percentiles
         lo = tuple(float(v) for v in np.percentile(scaled, p, axis=1))
         hi = tuple(float(v) for v in np.percentile(scaled, q, axis=1))
@@ -165,4 +181,22 @@ def make_adapter(scene: Scene, n_inputs: int = 3, sensor: str | None = None, ban
         lo = (float(preset.stretch["lo"]),) * n_inputs  # type: ignore[arg-type]
         hi = (float(preset.stretch["hi"]),) * n_inputs  # type: ignore[arg-type]
         how.append("fixed stretch from the preset")
-    return BandAdapter(preset.name, indexes, names, preset.scale, offset, lo, hi, nodata, "; ".join(how), nonfinite, sampled)
+    low, high, clip_notes = _clipping(det, scaled, lo, hi, allow_clipping)
+    adapter = BandAdapter(
+        preset.name, indexes, names, preset.scale, offset, lo, hi, nodata, "; ".join(how), nonfinite, sampled,
+        reason=det.reason, bands=tuple(band_record(det.bands)), clipped_low=tuple(low), clipped_high=tuple(high),
+        resampling="; ".join(grid_notes), gsd=scene.gsd, notes=(*det.notes, *grid_notes, *clip_notes),
+    )  # fmt: skip
+    return scene, adapter
+
+
+def make_adapter(
+    scene: Scene, n_inputs: int = 3, sensor: str | None = None, bands: str | None = None, allow_clipping: bool = False
+) -> BandAdapter:
+    """The adapter of :func:`prepare` for a scene whose bands share one grid (refuses scenes that need resampling)."""
+    prepared, adapter = prepare(scene, n_inputs, sensor, bands, allow_clipping=allow_clipping)
+    if prepared.geobox != scene.geobox or prepared.warp:
+        raise InputError(
+            "the selected bands are on another grid than the scene: use geodino.adapter.prepare, which returns the scene to read"
+        )
+    return adapter

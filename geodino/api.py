@@ -10,13 +10,14 @@ client is active. Values equal ``geodino encode`` with the same settings, bit fo
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from geodino.adapter import make_adapter
+from geodino.adapter import prepare
 from geodino.blocks import BlockPlan, ModelRef, auto_chunk, block_metadata, encode_block
 from geodino.engine import EncodeOptions, band_names, make_plan
 from geodino.errors import InputError
@@ -36,6 +37,11 @@ def open_scene(paths: str | Path | Sequence[str | Path], chunks: dict[str, int] 
     import rioxarray
 
     scene = scene_of(paths)
+    if scene.band_grids:
+        raise InputError(
+            "these band files are on different grids: open the files of one grid here, or pass the paths to "
+            "geodino.encode, which resamples the bands it needs"
+        )
     chunks = chunks or {"band": -1, "y": 1024, "x": 1024}
     parts = []
     for path in scene.paths:
@@ -113,6 +119,8 @@ def encode(
     bands: str | None = None,
     device: str = "auto",
     precision: str = "fp32",
+    gsd: float | None = None,
+    allow_clipping: bool = False,
 ) -> xr.DataArray:
     """Lazy features ``(feature, y, x)`` of ``scene`` on the patch grid (cell = 16x16 pixels), CRS and
     cell-centre coordinates set, the run's record in ``attrs``. One dask block per ``chunk x chunk`` cells
@@ -134,10 +142,12 @@ def encode(
     else:
         ref = None
         extractor = FeatureExtractor(model, layers, device, precision) if isinstance(model, DinoVisionTransformer) else model
-    options = EncodeOptions(tile, overlap, batch_size, fmt="zarr", sensor=sensor, bands=bands)
+    options = EncodeOptions(tile, overlap, batch_size, fmt="zarr", sensor=sensor, bands=bands, gsd=gsd, allow_clipping=allow_clipping)
+    scene, adapter = prepare(scene, getattr(extractor, "in_bands", 3), sensor, bands, gsd, allow_clipping)
+    for note in adapter.notes:
+        warnings.warn(f"geodino: {note}", UserWarning, stacklevel=2)
     plan = make_plan(scene, options, extractor.patch)
     blocks = BlockPlan(plan, chunk or auto_chunk(plan, _active_workers()))
-    adapter = make_adapter(scene, getattr(extractor, "in_bands", 3), sensor, bands)
     name = f"geodino-encode-{uuid.uuid4().hex[:12]}"
     held = ref if ref is not None else dask.delayed(extractor, name=f"{name}-model", traverse=False)
     d = extractor.dim

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from geodino.adapter import BandAdapter, make_adapter
+from geodino.adapter import BandAdapter, prepare
 from geodino.blocks import Block, BlockPlan, ModelRef, auto_chunk, block_metadata, encode_block, release
 from geodino.engine import EncodeOptions, band_names, check_options, make_plan
 from geodino.errors import GeodinoError, InputError, Interrupted, Terminated
@@ -122,8 +122,8 @@ def _run_blocks(
 ) -> ZarrResult:  # fmt: skip
     """Build (or resume) the run's store and encode every block not done yet; checks that all are done."""
     extractor = model.extractor()  # checks the weights before any worker starts; reused by the threaded scheduler
+    scene, adapter = prepare(scene, extractor.in_bands, options.sensor, options.bands, options.gsd, options.allow_clipping)
     plan = make_plan(scene, options, extractor.patch)
-    adapter = make_adapter(scene, extractor.in_bands, options.sensor, options.bands)
     names = band_names(extractor.layers, extractor.embed_dim, None)
     fgeo = feature_geobox(scene.geobox, plan.patch)
     with BlockRunner(scheduler, workers, threads) as runner:  # connected before anything is written

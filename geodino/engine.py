@@ -18,7 +18,7 @@ import rasterio
 import torch
 
 import geodino
-from geodino.adapter import BandAdapter, make_adapter
+from geodino.adapter import BandAdapter, prepare
 from geodino.errors import GeodinoError, InputError
 from geodino.features import FeatureExtractor
 from geodino.outputs import OutputSet, check_targets, own_outputs
@@ -50,6 +50,8 @@ class EncodeOptions:
     bands: str | None = None
     read_threads: int = 2
     blend_floor: float = 0.1
+    gsd: float | None = None  # resample the scene to this many metres per pixel before tiling
+    allow_clipping: bool = False  # run even when more than half of a band's valid pixels clip
 
 
 @dataclass
@@ -115,7 +117,8 @@ def encode_scene(
     """Encode a whole scene into a georeferenced feature raster at ``out`` (COG or Zarr).
 
     Output: ``(bands, ceil(H/16), ceil(W/16))`` with the scene's CRS and transform x scale(16), NaN nodata.
-    ``adapter`` defaults to :func:`~geodino.adapter.make_adapter` with ``options.sensor`` and ``options.bands``.
+    ``adapter`` defaults to :func:`~geodino.adapter.prepare` with ``options`` (sensor, bands, gsd, allow_clipping);
+    a given ``adapter`` must come with the scene :func:`~geodino.adapter.prepare` returned.
     ``outputs``: the run's :class:`~geodino.outputs.OutputSet` (its owner commits); default one of its own,
     committed here. Nothing changes at ``out`` (or beside it) if anything fails.
     """
@@ -140,10 +143,11 @@ def _encode(
     adapter: BandAdapter | None,
 ) -> EncodeResult:
     t_start = time.perf_counter()
-    plan = make_plan(scene, options, extractor.patch)
-    n_inputs = getattr(extractor, "in_bands", 3)
     if adapter is None:
-        adapter = make_adapter(scene, n_inputs, options.sensor, options.bands)
+        scene, adapter = prepare(
+            scene, getattr(extractor, "in_bands", 3), options.sensor, options.bands, options.gsd, options.allow_clipping
+        )
+    plan = make_plan(scene, options, extractor.patch)
     fgeo = feature_geobox(scene.geobox, plan.patch)
     sampler = CellSampler() if options.pca else None
     tokens = TokenCollector(scene.geobox, plan) if options.tokens else None

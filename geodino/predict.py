@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import geodino
-from geodino.adapter import BandAdapter, make_adapter
+from geodino.adapter import BandAdapter, prepare
 from geodino.engine import EncodeOptions, Progress, TileData, make_plan, stream_tiles
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, Tokens, autocast, check_precision, resolve_device
@@ -138,8 +138,9 @@ def _predict(
     progress: Progress | None, adapter: BandAdapter | None, resolution: float | None,
     colormap: dict[int, tuple[int, int, int, int]] | None, class_names: list[str] | None, t_start: float,
 ) -> PredictResult:  # fmt: skip
+    if adapter is None:
+        scene, adapter = prepare(scene, predictor.in_bands, options.sensor, options.bands, options.gsd, options.allow_clipping)
     plan = make_plan(scene, options, predictor.patch)
-    adapter = adapter or make_adapter(scene, predictor.in_bands, options.sensor, options.bands)
     classes = kind == "land_cover"
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         main = FeatureWriter(outs.temp("prediction"), scene.geobox, 1, "cog", "uint8" if classes else "float32")

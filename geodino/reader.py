@@ -19,7 +19,7 @@ from rasterio.windows import Window
 
 from geodino.adapter import BandAdapter
 from geodino.errors import InputError
-from geodino.scene import Scene
+from geodino.scene import Scene, open_source
 from geodino.tiling import Tile
 
 T = TypeVar("T")
@@ -62,10 +62,10 @@ class SceneReader:
         if cache is None:
             cache = self._local.ds = {}
         if path not in cache:
-            ds = rasterio.open(path)
+            ds, handles = open_source(self.scene, path)  # a warped VRT when the scene resamples this file
             cache[path] = ds
             with self._lock:
-                self._handles.append(ds)
+                self._handles.extend(handles)
         return cache[path]
 
     def read_raw(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,25 +8,26 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from geodino.bands import FAMILIES, Family
 from geodino.errors import InputError
-from geodino.scene import Scene, canonical_band
-
-#: Order in which presets are tried when guessing (the others are used only when asked for).
-GUESS_ORDER = ("rgb8", "naip-rgbn", "sentinel2-l2a", "landsat-c2l2", "generic")
 
 
 @dataclass(frozen=True)
 class SensorPreset:
-    """One sensor: band layouts, which bands feed R, G, B, DN scaling and the stretch to [0, 1].
+    """One sensor: what data it accepts, which bands feed R, G, B, DN scaling and the stretch to [0, 1].
 
-    ``offset`` is a float or ``"auto"`` (Sentinel-2 L2A: from metadata, else from the data).
+    ``rgb`` names the model's input bands by common name (``red``) or band name. ``offset`` is a float or
+    ``"auto"`` (Sentinel-2 L2A: from the product's facts, :func:`geodino.detect.sentinel2_offset`).
     ``stretch`` is ``{"lo": x, "hi": y}`` (fixed, in scaled units) or ``{"percentiles": [p, q]}``.
+    ``products``/``metadata`` are the evidence (regular expressions) that singles the preset out;
+    presets with none are chosen by data type and band identities alone.
     """
 
     name: str
@@ -38,6 +39,9 @@ class SensorPreset:
     bands: dict[int, tuple[str, ...]] = field(default_factory=dict)
     match_dtype: tuple[str, ...] = ()
     match_count: tuple[int, ...] = ()
+    products: tuple[str, ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ()
+    family: str | None = None
     nodata: float | None = None
     guess: bool = True
     path: str = ""
@@ -47,20 +51,31 @@ class SensorPreset:
         p = self.stretch.get("percentiles")
         return (float(p[0]), float(p[1])) if p else None  # type: ignore[index]
 
-    def names_for(self, scene: Scene) -> tuple[str, ...]:
-        """The scene's band names, taking the preset's layout when the file names its bands by index only."""
-        if all(n.isdigit() for n in scene.band_names) and scene.count in self.bands:
-            return self.bands[scene.count]
-        return scene.band_names
+    @property
+    def detectable(self) -> bool:
+        """Whether the preset declares evidence (product patterns or metadata) that singles it out."""
+        return bool(self.products or self.metadata)
 
-    def matches(self, scene: Scene) -> bool:
-        """Whether this preset fits the scene's dtype, band count and band names."""
-        if self.match_dtype and scene.dtype not in self.match_dtype:
-            return False
-        if self.match_count and scene.count not in self.match_count:
-            return False
-        names = {canonical_band(n) for n in self.names_for(scene)}
-        return all(canonical_band(b) in names for b in self.rgb) or all(b.isdigit() and int(b) <= scene.count for b in self.rgb)
+    @property
+    def sensor_family(self) -> Family | None:
+        return FAMILIES.get(self.family) if self.family else None
+
+    def takes_dtype(self, dtype: str) -> bool:
+        return not self.match_dtype or dtype in self.match_dtype
+
+    def evidence(self, texts: tuple[str, ...]) -> str | None:
+        """The first product pattern or metadata entry found in ``texts`` (paths, product id, ``KEY=value``), as words."""
+        for pattern in self.products:
+            for t in texts:
+                m = re.search(pattern, t, re.IGNORECASE)
+                if m:
+                    return f"{m.group(0).strip('_-./')!r} in {Path(t).name if '=' not in t else t}"
+        for key, pattern in self.metadata:
+            for t in texts:
+                k, _, v = t.partition("=")
+                if k.upper() == key.upper() and re.search(pattern, v, re.IGNORECASE):
+                    return f"metadata {k}={v}"
+        return None
 
 
 def sensors_dir() -> Path:
@@ -74,8 +89,8 @@ def sensors_dir() -> Path:
 
 
 #: Keys a preset file may hold, and those of its ``match`` and ``stretch`` mappings.
-PRESET_KEYS = ("name", "description", "match", "bands", "rgb", "scale", "offset", "nodata", "stretch", "guess")
-MATCH_KEYS = ("dtype", "count")
+PRESET_KEYS = ("name", "description", "family", "match", "bands", "rgb", "scale", "offset", "nodata", "stretch", "guess")
+MATCH_KEYS = ("dtype", "count", "products", "metadata")
 STRETCH_KEYS = ("lo", "hi", "percentiles")
 
 
@@ -163,7 +178,22 @@ def _problems(raw: object) -> list[str]:
         errors.append(f"match dtype must be a data type name or a list of them, not {match['dtype']!r}")
     if "count" in match and not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in _listed(match["count"])):
         errors.append(f"match count must be a band count or a list of them, not {match['count']!r}")
+    if "products" in match and not all(isinstance(p, str) and _regex(p) for p in _listed(match["products"])):
+        errors.append(f"match products must be regular expressions, not {match['products']!r}")
+    meta = match.get("metadata", {})
+    if not (isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) and _regex(v) for k, v in meta.items())):
+        errors.append(f"match metadata must map metadata keys to regular expressions, not {meta!r}")
+    if raw.get("family") is not None and raw["family"] not in FAMILIES:
+        errors.append(f"family must be one of {', '.join(FAMILIES)}, not {raw['family']!r}")
     return errors
+
+
+def _regex(p: str) -> bool:
+    try:
+        re.compile(p)
+    except re.error:
+        return False
+    return True
 
 
 def _parse(path: Path) -> SensorPreset:
@@ -188,6 +218,9 @@ def _parse(path: Path) -> SensorPreset:
         bands={int(k): tuple(str(b) for b in v) for k, v in (raw.get("bands") or {}).items()},
         match_dtype=tuple(str(d) for d in _listed(match.get("dtype", []))),
         match_count=tuple(int(c) for c in _listed(match.get("count", []))),  # type: ignore[call-overload]
+        products=tuple(str(p) for p in _listed(match.get("products", []))),
+        metadata=tuple((str(k), str(v)) for k, v in (match.get("metadata") or {}).items()),
+        family=raw.get("family"),
         nodata=None if raw.get("nodata") is None else float(raw["nodata"]),
         guess=raw.get("guess", True),
         path=str(path),
@@ -211,15 +244,3 @@ def get_preset(name: str) -> SensorPreset:
     if name not in presets:
         raise InputError(f"unknown sensor preset {name!r}; presets: {', '.join(sorted(presets))}")
     return presets[name]
-
-
-def guess_preset(scene: Scene) -> SensorPreset | None:
-    """The first preset in :data:`GUESS_ORDER` that matches the scene, else None."""
-    presets = load_presets()
-    for name in GUESS_ORDER:
-        if name in presets and presets[name].matches(scene):
-            return presets[name]
-    for p in presets.values():
-        if p.guess and p.name not in GUESS_ORDER and p.matches(scene):
-            return p
-    return None

@@ -44,6 +44,12 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
+def print_notes(notes: tuple[str, ...] | list[str]) -> None:
+    """What geodino decided that the user should know (a fallback, a resampling, clipping), one line each on stderr."""
+    for note in notes:
+        err_console.print(f"geodino: note: {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
 def error_line(message: str) -> None:
     """One line on stderr (newlines inside a message are folded into it)."""
     text = " ".join(str(message).split())

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from geodino.adapter import make_adapter
+from geodino.adapter import prepare
 from geodino.blocks import ModelRef
-from geodino.cli.app import TileBar, app, console, err_console, guard
+from geodino.cli.app import TileBar, app, console, err_console, guard, print_notes
 from geodino.cluster import check_request, encode_to_zarr
 from geodino.engine import (
     EncodeOptions,
@@ -30,13 +30,16 @@ from geodino.models.multiband import BandMixer
 from geodino.models.vit import DinoVisionTransformer
 from geodino.outputs import OutputSet
 from geodino.scene import Scene, open_scene
-from geodino.sensors import guess_preset, load_presets
 from geodino.tiling import feature_geobox
 
 SceneArg = Annotated[list[str], typer.Argument(help="a raster, or several single-band rasters on one grid (band files)")]
 ModelOpt = Annotated[str, typer.Option(help="weights spec (geodino models lists them)")]
-SensorOpt = Annotated[str | None, typer.Option(help="sensor preset name or YAML file (default: guessed)")]
-BandsOpt = Annotated[str | None, typer.Option(help="bands for R,G,B: names (B04,B03,B02) or 1-based indexes (3,2,1)")]
+SensorOpt = Annotated[str | None, typer.Option(help="sensor preset name or YAML file (default: detected from evidence)")]
+BandsOpt = Annotated[
+    str | None, typer.Option(help="bands for R,G,B: common names (red,green,blue), band names (B04,B03,B02) or 1-based indexes (3,2,1)")
+]
+GsdOpt = Annotated[float | None, typer.Option(help="resample the scene to this many metres per pixel first (default: native)")]
+AllowClipOpt = Annotated[bool, typer.Option(help="run even when the stretch clips more than half of a band's pixels (e.g. snow)")]
 TileOpt = Annotated[int, typer.Option(help="tile side in pixels, a multiple of 16")]
 OverlapOpt = Annotated[int, typer.Option(help="overlap between tiles in pixels, a multiple of 16")]
 
@@ -75,6 +78,8 @@ def encode_cmd(
     workers: Annotated[int | None, typer.Option(help="Zarr: start a local dask cluster of N worker processes")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Zarr: 'threads' (default) or a dask.distributed address")] = None,
     chunk: Annotated[int | None, typer.Option(help="Zarr: block side in cells (default 256, less for many workers)")] = None,
+    gsd: GsdOpt = None,
+    allow_clipping: AllowClipOpt = False,
 ) -> None:
     """Encode a scene: SCENE... OUT. Tiles on the 16-px patch grid, scene-fixed normalisation, streamed stitching.
 
@@ -85,14 +90,15 @@ def encode_cmd(
             raise InputError("give the scene and the output: geodino encode SCENE... OUT (or --out OUT)")
         *paths, last = paths
         out = Path(last)
-    options = EncodeOptions(tile, overlap, batch_size, fmt, dtype, pca, tokens, overwrite, sensor, bands, read_threads)
+    options = EncodeOptions(
+        tile, overlap, batch_size, fmt, dtype, pca, tokens, overwrite, sensor, bands, read_threads, gsd=gsd, allow_clipping=allow_clipping
+    )
     blockwise = fmt == "zarr" and not pca and not tokens
     if (workers is not None or scheduler is not None or chunk is not None) and not blockwise:
         raise InputError("--workers/--scheduler/--chunk write a Zarr store block by block: use --format zarr without --pca/--tokens")
     check_options(options)
     scene = open_scene(paths)  # every input check runs before the model is built
     spec = get_spec(model)
-    plan = make_plan(scene, options, spec.patch_size)
     inputs = [*scene.paths, weights, mixer]
     check_outputs(out, options, inputs)
     n_layers = len(parse_layers(layers))
@@ -100,7 +106,9 @@ def encode_cmd(
         raise InputError(f"--pca {pca}: the features have {spec.arch.embed_dim * n_layers} channels ({spec.name}, {n_layers} layer(s))")
     resolve_device(device), check_precision(precision)
     band_mixer = BandMixer.load(mixer) if mixer is not None else None
-    adapter = make_adapter(scene, band_mixer.n_bands if band_mixer else spec.arch.in_chans, sensor, bands)
+    scene, adapter = prepare(scene, band_mixer.n_bands if band_mixer else spec.arch.in_chans, sensor, bands, gsd, allow_clipping)
+    print_notes(adapter.notes)
+    plan = make_plan(scene, options, spec.patch_size)
     check_memory(estimate_memory(plan, spec.arch.embed_dim * n_layers, batch_size, n_params(spec), len(adapter.indexes)), f"--tile {tile}")
     if blockwise:
         return _encode_blocks(scene, out, model, weights, layers, device, precision, mixer, options, chunk, scheduler, workers)
@@ -176,13 +184,12 @@ def info_cmd(
     """Describe a scene and what encode would do with it: grid, bands, preset, tile plan, memory."""
     scene = open_scene(paths)
     spec = get_spec(model)
-    plan = make_plan(scene, EncodeOptions(tile, overlap, batch_size), spec.patch_size)
-    guessed = guess_preset(scene)
     console.print(f"scene      {', '.join(scene.paths)}")
     console.print(f"grid       {scene.describe()}")
     console.print(f"bands      {', '.join(scene.band_names)}")
-    console.print(f"preset     {'guessed ' + guessed.name if guessed else 'none guessed'}; presets: {', '.join(sorted(load_presets()))}")
-    adapter = make_adapter(scene, spec.arch.in_chans, sensor, bands)
+    scene, adapter = prepare(scene, spec.arch.in_chans, sensor, bands)
+    plan = make_plan(scene, EncodeOptions(tile, overlap, batch_size), spec.patch_size)
+    console.print(f"preset     {adapter.reason}")
     lo_hi = ", ".join(f"{n} {lo:.4g}-{hi:.4g}" for n, lo, hi in zip(adapter.names, adapter.lo, adapter.hi, strict=True))
     console.print(f"adapter    {adapter.preset}: {lo_hi} ({adapter.stretch})")
     fg = feature_geobox(scene.geobox, plan.patch)

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from geodino.adapter import make_adapter
-from geodino.cli.app import TileBar, app, console, err_console, guard
-from geodino.cli.encode import BandsOpt, SensorOpt, _model
+from geodino.adapter import prepare
+from geodino.cli.app import TileBar, app, console, err_console, guard, print_notes
+from geodino.cli.encode import AllowClipOpt, BandsOpt, GsdOpt, SensorOpt, _model
 from geodino.engine import EncodeOptions, check_memory, check_options, estimate_memory, make_plan
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, check_precision, parse_layers, resolve_device
@@ -52,15 +52,18 @@ def canopy_height_cmd(
     resolution: Annotated[float | None, typer.Option(help="write at this coarser pixel size (map units), area mean")] = None,
     reference: Annotated[Path | None, typer.Option(help="lidar CHM to evaluate against (any grid and CRS)")] = None,
     overwrite: bool = False,
+    gsd: GsdOpt = None,
+    allow_clipping: AllowClipOpt = False,
 ) -> None:
     """Canopy height in metres with the CHMv2 head, as a COG; optionally evaluated against a reference CHM."""
     from geodino.heads.chmv2 import build_canopy_model
     from geodino.metrics import evaluate_height
 
-    options = EncodeOptions(tile, overlap, batch_size, overwrite=overwrite, sensor=sensor, bands=bands)
+    options = EncodeOptions(
+        tile, overlap, batch_size, overwrite=overwrite, sensor=sensor, bands=bands, gsd=gsd, allow_clipping=allow_clipping
+    )
     check_options(options)
     s = open_scene(scene)
-    plan = make_plan(s, options)
     report = out.with_suffix(".eval.json") if reference is not None else None
     inputs = [*s.paths, weights, backbone_weights, reference]
     targets = {"prediction": out, "evaluation": report}
@@ -69,7 +72,9 @@ def canopy_height_cmd(
     resolve_device(device), check_precision(precision)
     if reference is not None:
         check_reference(reference, s.geobox)
-    adapter = make_adapter(s, 3, sensor, bands)
+    s, adapter = prepare(s, 3, sensor, bands, gsd, allow_clipping)
+    print_notes(adapter.notes)
+    plan = make_plan(s, options)
     check_memory(estimate_memory(plan, 1, batch_size, 0, 3, stride=1), f"--tile {tile}")
     with OutputSet(targets, inputs, overwrite) as outs:
         model = build_canopy_model(head, weights, backbone_weights)
@@ -105,6 +110,8 @@ def train_head_cmd(
     epochs: int = 300,
     device: Device = "auto",
     overwrite: bool = False,
+    gsd: GsdOpt = None,
+    allow_clipping: AllowClipOpt = False,
 ) -> None:
     """Train a linear land-cover head (BatchNorm + 1x1 conv) on frozen features from labelled polygons or a label raster."""
     if len(scene) < 2:
@@ -112,15 +119,17 @@ def train_head_cmd(
     *scene, labels = scene
     if epochs < 1:
         raise InputError(f"--epochs {epochs}: give at least 1")
-    options = EncodeOptions(tile, overlap, 4, sensor=sensor, bands=bands)
+    options = EncodeOptions(tile, overlap, 4, sensor=sensor, bands=bands, gsd=gsd, allow_clipping=allow_clipping)
     check_options(options)
     s = open_scene(scene)
-    make_plan(s, options)
     json_path = out.with_suffix(".metrics.json")
     targets = {"head": out, "metrics": json_path}
     inputs = [*s.paths, labels, weights]
     check_targets(targets, inputs, overwrite)
     parse_layers(layers)
+    s, adapter = prepare(s, 3, sensor, bands, gsd, allow_clipping)  # the grid the labels go onto
+    print_notes(adapter.notes)
+    make_plan(s, options)
     lab = load_labels(s, Path(labels), class_column)
     resolve_device(device)
     with OutputSet(targets, inputs, overwrite) as outs:
@@ -155,6 +164,8 @@ def land_cover_cmd(
     device: Device = "auto",
     precision: Precision = "fp32",
     overwrite: bool = False,
+    gsd: GsdOpt = None,
+    allow_clipping: AllowClipOpt = False,
 ) -> None:
     """Land-cover classes (uint8 COG with a colour table, nodata 255) from a trained head."""
     from geodino.vectorize import polygonize
@@ -163,10 +174,11 @@ def land_cover_cmd(
         raise InputError("give the scene and the output: geodino land-cover SCENE... OUT --head HEAD")
     *paths, target = scene
     out = Path(target)
-    options = EncodeOptions(tile, overlap, batch_size, overwrite=overwrite, sensor=sensor, bands=bands)
+    options = EncodeOptions(
+        tile, overlap, batch_size, overwrite=overwrite, sensor=sensor, bands=bands, gsd=gsd, allow_clipping=allow_clipping
+    )
     check_options(options)
     s = open_scene(paths)
-    plan = make_plan(s, options)
     targets = {"prediction": out, "probabilities": probabilities, "vector": vector}
     inputs = [*s.paths, head, weights]
     check_targets(targets, inputs, overwrite)
@@ -174,7 +186,9 @@ def land_cover_cmd(
         check_vector_name(vector)
     lc_head, info = load_head(head)
     resolve_device(device), check_precision(precision)
-    adapter = make_adapter(s, 3, sensor, bands)
+    s, adapter = prepare(s, 3, sensor, bands, gsd, allow_clipping)
+    print_notes(adapter.notes)
+    plan = make_plan(s, options)
     names = [str(n) for n in info["names"]]  # type: ignore[union-attr]
     dim = get_spec(str(info["model"])).arch.embed_dim * len(info["layers"])  # type: ignore[arg-type]
     if dim != lc_head.bn.num_features:
