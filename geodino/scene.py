@@ -225,7 +225,8 @@ def _finest(grids: Sequence[GeoBox]) -> GeoBox:
 def open_scene(paths: str | Path | Sequence[str | Path]) -> Scene:
     """Open a raster, or a list of single-band rasters (e.g. Landsat or Sentinel-2 band files), as a :class:`Scene`.
 
-    Only metadata is read. Band names come from band descriptions, then colour interpretation, then
+    A single ``.json`` path is a STAC Item (:func:`geodino.stac.scene_from_item`). Only metadata is read.
+    Band names come from band descriptions, then colour interpretation, then
     (for band files) a ``B<n>`` in the file name, else the 1-based index. Band files may be on different
     grids of one CRS (Sentinel-2 at 10/20/60 m): the scene is then on the finest grid until
     :meth:`Scene.on_grid_of` picks the grid of the bands actually used.
@@ -233,6 +234,10 @@ def open_scene(paths: str | Path | Sequence[str | Path]) -> Scene:
     items = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
     if not items:
         raise InputError("no scene given")
+    if len(items) == 1 and items[0].lower().endswith(".json"):
+        from geodino.stac import scene_from_item  # a STAC Item: its assets, band identities and properties
+
+        return scene_from_item(items[0])
     bands: list[Band] = []
     sources: list[tuple[str, int]] = []
     grids: list[GeoBox] = []
