@@ -20,6 +20,7 @@ from rasterio.windows import Window
 from geodino.detect import Detection, band_record, detect, sentinel2_offset
 from geodino.errors import InputError
 from geodino.scene import Scene, open_source
+from geodino.sensors import SensorPreset
 
 #: Longest side of the decimated read used for scene-wide statistics (overviews are used when present).
 STATS_SIDE = 1024
@@ -81,8 +82,14 @@ class BandAdapter:
         return [self.bands[i] for i in self.indexes] if self.bands else [{"name": n} for n in self.names]
 
     def record(self) -> dict[str, object]:
-        """Everything needed to reproduce the preprocessing (written to output tags)."""
-        return asdict(self)
+        """Everything needed to reproduce the preprocessing (written to output tags). Independent of the order
+        the band files were given in: bands by file and identity, the model's inputs by identity."""
+        rec = asdict(self)
+        del rec["indexes"]
+        strip = lambda b: {k: v for k, v in b.items() if k != "index"}  # noqa: E731
+        rec["inputs"] = [strip(b) for b in self.selected()]
+        rec["bands"] = sorted((strip(b) for b in self.bands), key=lambda b: (str(b.get("file")), str(b.get("band")), str(b["name"])))
+        return rec
 
     def to_json(self) -> str:
         return json.dumps(self.record(), separators=(",", ":"))
@@ -136,6 +143,15 @@ def _clipping(
     return low, high, notes
 
 
+def _cannot_clip(dtype: str, preset: SensorPreset, offset: float) -> bool:
+    """Whether every value of an integer ``dtype`` lands inside the preset's fixed stretch (uint8 under /255: no sample needed)."""
+    if not np.issubdtype(np.dtype(dtype), np.integer):
+        return False
+    info = np.iinfo(np.dtype(dtype))
+    ends = sorted((info.min * preset.scale + offset, info.max * preset.scale + offset))
+    return float(preset.stretch["lo"]) <= ends[0] and ends[1] <= float(preset.stretch["hi"])  # type: ignore[arg-type]
+
+
 def prepare(
     scene: Scene, n_inputs: int = 3, sensor: str | None = None, bands: str | None = None,
     gsd: float | None = None, allow_clipping: bool = False,
@@ -162,29 +178,35 @@ def prepare(
     if preset.offset == "auto":
         offset, why = sentinel2_offset(scene, preset.scale)
         how.append(why)
-    sample, mask = _decimated(scene, indexes)
-    probe = BandAdapter(preset.name, indexes, names, 1.0, 0.0, (0.0,) * n_inputs, (1.0,) * n_inputs, nodata, "")
-    valid = probe.valid(sample, mask)  # NaN/inf pixels are invalid, so left out of every statistic
-    sampled = int(sample.shape[1] * sample.shape[2])
-    nonfinite = int((~np.isfinite(sample)).any(axis=0).sum()) if is_float else 0
-    if nonfinite:
-        how.append(f"{nonfinite} of {sampled} sampled pixels non-finite (masked)")
-    if not valid.any():
-        raise InputError(f"{scene.paths[0]} has no valid pixels in bands {', '.join(names)} (nodata {nodata})")
-    scaled = sample[:, valid].astype(np.float64) * preset.scale + offset
-    if preset.percentiles is not None:
-        p, q = preset.percentiles
-        lo = tuple(float(v) for v in np.percentile(scaled, p, axis=1))
-        hi = tuple(float(v) for v in np.percentile(scaled, q, axis=1))
-        how.append(f"percentiles {p:g}-{q:g} per band from a {sample.shape[2]}x{sample.shape[1]} decimated read of the whole scene")
-    else:
+    if preset.percentiles is None and _cannot_clip(scene.dtype, preset, offset):
         lo = (float(preset.stretch["lo"]),) * n_inputs  # type: ignore[arg-type]
         hi = (float(preset.stretch["hi"]),) * n_inputs  # type: ignore[arg-type]
-        how.append("fixed stretch from the preset")
-    low, high, clip_notes = _clipping(det, scaled, lo, hi, allow_clipping)
+        how.append(f"fixed stretch from the preset (the whole {scene.dtype} range fits it: nothing can clip, no sample read)")
+        low, high, clip_notes, nonfinite, sampled = [0.0] * n_inputs, [0.0] * n_inputs, [], 0, 0
+    else:
+        sample, mask = _decimated(scene, indexes)
+        probe = BandAdapter(preset.name, indexes, names, 1.0, 0.0, (0.0,) * n_inputs, (1.0,) * n_inputs, nodata, "")
+        valid = probe.valid(sample, mask)  # NaN/inf pixels are invalid, so left out of every statistic
+        sampled = int(sample.shape[1] * sample.shape[2])
+        nonfinite = int((~np.isfinite(sample)).any(axis=0).sum()) if is_float else 0
+        if nonfinite:
+            how.append(f"{nonfinite} of {sampled} sampled pixels non-finite (masked)")
+        if not valid.any():
+            raise InputError(f"{scene.paths[0]} has no valid pixels in bands {', '.join(names)} (nodata {nodata})")
+        scaled = sample[:, valid].astype(np.float64) * preset.scale + offset
+        if preset.percentiles is not None:
+            p, q = preset.percentiles
+            lo = tuple(float(v) for v in np.percentile(scaled, p, axis=1))
+            hi = tuple(float(v) for v in np.percentile(scaled, q, axis=1))
+            how.append(f"percentiles {p:g}-{q:g} per band from a {sample.shape[2]}x{sample.shape[1]} decimated read of the whole scene")
+        else:
+            lo = (float(preset.stretch["lo"]),) * n_inputs  # type: ignore[arg-type]
+            hi = (float(preset.stretch["hi"]),) * n_inputs  # type: ignore[arg-type]
+            how.append("fixed stretch from the preset")
+        low, high, clip_notes = _clipping(det, scaled, lo, hi, allow_clipping)
     adapter = BandAdapter(
         preset.name, indexes, names, preset.scale, offset, lo, hi, nodata, "; ".join(how), nonfinite, sampled,
-        reason=det.reason, bands=tuple(band_record(det.bands)), clipped_low=tuple(low), clipped_high=tuple(high),
+        reason=det.reason, bands=tuple(band_record(det.bands, scene.band_sources)), clipped_low=tuple(low), clipped_high=tuple(high),
         resampling="; ".join(grid_notes), gsd=scene.gsd, notes=(*det.notes, *grid_notes, *clip_notes),
     )  # fmt: skip
     return scene, adapter

@@ -121,6 +121,7 @@ def encode(
     precision: str = "fp32",
     gsd: float | None = None,
     allow_clipping: bool = False,
+    check_hash: bool = True,
 ) -> xr.DataArray:
     """Lazy features ``(feature, y, x)`` of ``scene`` on the patch grid (cell = 16x16 pixels), CRS and
     cell-centre coordinates set, the run's record in ``attrs``. One dask block per ``chunk x chunk`` cells
@@ -134,10 +135,11 @@ def encode(
     """
     import dask
     import dask.array as da
+    import rioxarray  # noqa: F401  (registers .rio, used below; a fresh process may not have imported it yet)
 
     scene, bands = _scene(scene, bands)
     if isinstance(model, str):
-        ref: ModelRef | None = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision)
+        ref: ModelRef | None = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision, check_hash=check_hash)
         extractor = ref.extractor()  # type: ignore[union-attr]
     else:
         ref = None

@@ -118,6 +118,7 @@ class ModelRef:
     precision: str = "fp32"
     mixer: str | None = None
     threads: int | None = field(default=None, compare=False)
+    check_hash: bool = True  # verify the sha256 prefix in the weights' file name
 
     def inputs(self) -> list[str]:
         """The files this model reads (weights, band mixer): a run must never write over them."""
@@ -133,7 +134,7 @@ class ModelRef:
                 if self.threads:
                     torch.set_num_threads(self.threads)
                 mixer = BandMixer.load(self.mixer) if self.mixer else None
-                net = build_model(self.model, self.weights)
+                net = build_model(self.model, self.weights, check_hash=self.check_hash)
                 _EXTRACTORS[self] = FeatureExtractor(net, list(self.layers), self.device, self.precision, mixer)
             return _EXTRACTORS[self]
 

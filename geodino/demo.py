@@ -23,12 +23,12 @@ SHARED_SCENE = Path("shared") / "data" / "naip_rgbn_5m" / "m_4709963_se_14_1_202
 GENERATED_SIDE = 896
 
 
-def load_or_random(model: str, weights: str | None) -> tuple[DinoVisionTransformer, str | None]:
+def load_or_random(model: str, weights: str | None, check_hash: bool = True) -> tuple[DinoVisionTransformer, str | None]:
     """The model with real weights when found, else random weights and a note saying why."""
     if weights is not None:
-        return build_model(model, weights), None
+        return build_model(model, weights, check_hash=check_hash), None
     try:
-        return build_model(model), None
+        return build_model(model, check_hash=check_hash), None
     except WeightsError as exc:
         return build_model(model, RANDOM), str(exc)
 

@@ -164,7 +164,10 @@ def detect(scene: Scene, n_inputs: int = 3, sensor: str | None = None, bands: st
     if sensor:
         preset = get_preset(sensor)
         _check_explicit(scene, preset)
-        named = _named(scene, preset, None, f"--sensor {preset.name}")
+        found = None if preset.sensor_family else family_of(scene)[0]  # a family-free preset (generic, pan) keeps the evidence
+        named = _named(scene, preset, found, f"--sensor {preset.name}")
+        if scene.count == 1 and set(preset.rgb) == {"pan"} and named[0].common is None:
+            named = (Band(named[0].name, named[0].name_from, "pan", f"one-band scene (--sensor {preset.name})"),)
         return _finish(scene, preset, named, wanted, n_inputs, f"{preset.name}: asked for with --sensor")
     family, fam_why = family_of(scene)
     presets = [p for p in load_presets().values() if p.guess and p.takes_dtype(scene.dtype)]
@@ -202,7 +205,7 @@ def detect(scene: Scene, n_inputs: int = 3, sensor: str | None = None, bands: st
         )
         return _finish(scene, by["generic"], named, wanted, n_inputs, f"generic (scene-wide percentile stretch): {how}; {level}")
     unnamed = all(b.common is None and not is_band_number_name(b.name) for b in named)
-    if scene.count == 3 and unnamed:
+    if scene.count == 3 and unnamed and len(scene.paths) == 1:  # never for band files: their order is the user's glob
         order = tuple(
             Band(b.name, b.name_from, c, "file order (3 unnamed bands)") for b, c in zip(named, ("red", "green", "blue"), strict=True)
         )
@@ -273,9 +276,10 @@ def _by_baseline(baseline: float, why: str, scale: float) -> tuple[float, str]:
     return 0.0, f"no offset: {why} (< 04.00)"
 
 
-def band_record(bands: tuple[Band, ...]) -> list[dict[str, str | None]]:
-    """Every band's identity and where it came from, for output records."""
-    return [{"index": str(i + 1), **b.record()} for i, b in enumerate(bands)]
+def band_record(bands: tuple[Band, ...], sources: tuple[tuple[str, int], ...] = ()) -> list[dict[str, str | None]]:
+    """Every band's identity and where it came from (and its file and band number), for output records."""
+    where = [{"file": Path(p).name, "band": str(b)} for p, b in sources] if len(sources) == len(bands) else [{}] * len(bands)
+    return [{"index": str(i + 1), **b.record(), **w} for i, (b, w) in enumerate(zip(bands, where, strict=True))]
 
 
 __all__ = ["Detection", "band_record", "canonical_band", "detect", "example", "family_of", "sentinel2_offset"]

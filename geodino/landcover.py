@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geodino.contract import CONTRACT_KEY, contract_problem, head_contract
 from geodino.engine import EncodeOptions, Progress, encode_scene
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor
@@ -154,7 +155,8 @@ def train_head(
             for k, v in extractor.describe().items()
             if k in ("model", "weights", "weights_sha256", "random_weights", "layers", "mean", "std")
         },
-        "adapter": enc.adapter.record(),
+        "adapter": enc.adapter.record(),  # the scene actually encoded (encode_scene re-prepares the prepared scene)
+        CONTRACT_KEY: head_contract(enc.adapter),
         "metrics": metrics,
         "loss_first_last": [losses[0], losses[-1]],
         "epochs": epochs,
@@ -163,7 +165,9 @@ def train_head(
 
 
 def save_head(path: str | Path, head: LinearHead, info: dict[str, object]) -> Path:
-    """Write the head and its record (classes, names, colours, backbone, layers, normalisation, adapter, metrics)."""
+    """Write the head and its record (classes, names, colours, backbone, layers, normalisation, adapter, input
+    contract, metrics). The contract (:func:`geodino.contract.head_contract`: preset, stretch policy, identities
+    of the input bands in order, GSD) is optional in the format: heads written before it still load."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.part")
     torch.save({"info": info, "dim": head.bn.num_features, "state_dict": head.state_dict()}, tmp)
@@ -197,6 +201,8 @@ def _head_problem(blob: object) -> str | None:
         return f"its state dict does not fit dim {dim} and {len(classes)} classes ({diffs})"
     if (key := first_nonfinite(sd)) is not None:
         return f"tensor '{key}' holds NaN/inf values"
+    if CONTRACT_KEY in info:  # absent in heads written before contracts: an unknown contract, used as before
+        return contract_problem(info[CONTRACT_KEY])
     return None
 
 

@@ -156,7 +156,7 @@ class Scene:
     @property
     def evidence(self) -> tuple[str, ...]:
         """Text that may name the sensor or product: every path, the product id and the metadata values."""
-        return (*self.paths, self.product, *(f"{k}={v}" for k, v in self.tags))
+        return (*sorted(self.paths), self.product, *(f"{k}={v}" for k, v in self.tags))
 
     def band_index(self, name_or_index: str) -> int:
         """0-based index of a band given by name (``B04``, ``red``) or 1-based index (``"3"``)."""
@@ -281,7 +281,8 @@ def open_scene(paths: str | Path | Sequence[str | Path]) -> Scene:
             if not kept:
                 raise InputError(f"{path} has no image bands: its {ds.count} band(s) are all alpha (transparency masks), nothing to encode")
     names = [b.name for b in bands]
-    if len(set(canonical_band(n) for n in names)) < len(names) and len(items) > 1:
+    named = [canonical_band(b.name) for b in bands if b.name_from != "index"]  # index names are replaced later (STAC)
+    if len(set(named)) < len(named) and len(items) > 1:
         raise InputError(f"band files give repeated band names {names}: rename the files or pass them in order with --bands")
     dtype = str(first["dtype"])
     if nodata is not None and np.isnan(nodata):

@@ -356,9 +356,9 @@ CLASSIC = [  # one-line refusals
     case("scene-ungeoreferenced", f"encode nogeo.tif out.tif {TINY}", "georeference",
          lambda d, s: write_raster(d / "nogeo.tif", coordinate_raster(32, 32), transform=None, crs=None)),
     case("scene-rotated", f"encode rot.tif out.tif {TINY}", "rotated", rotated),
-    case("info-rotated-scene", "info rot.tif", "rotated", rotated),
-    case("band-files-on-different-grids", f"encode B4.tif B3.tif B2.tif out.tif --sensor landsat8-c2l1 {TINY}", ("B2.tif", "grid"),
-         band_files, lambda d, s: write_raster(d / "B2.tif", np.ones((1, 48, 64), np.uint16))),
+    case("info-missing-scene", "info nothere.tif", ("nothere.tif", "not found")),  # info reports a readable scene it cannot encode
+    case("band-files-in-different-crs", f"encode B4.tif B3.tif B2.tif out.tif --sensor landsat8-c2l1 {TINY}", ("B2.tif", "CRS"),
+         band_files, lambda d, s: write_raster(d / "B2.tif", np.ones((1, 64, 64), np.uint16), crs="EPSG:32634")),
     case("unknown-sensor", f"{ENC} --sensor sentinel9", "sentinel9", *S),
     case("unknown-model", "encode scene.tif out.tif --model dinov3_vitl16_sat --weights random", ("dinov3_vitl16_sat", "unknown"), *S),
     case("bands-out-of-range", f"{ENC} --bands 4,2,1", ("band 4", "range"), *S),

@@ -52,7 +52,11 @@ def test_info_describes_grid_bands_preset_plan_and_memory(scene: Path) -> None:
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "170x150 px, 3 bands uint16, EPSG:32633, pixel 10 x 10" in out
-    assert "guessed generic" in out and "11x10 cells, pixel 160 x 160" in out and "3x4 = 12 tiles of 64 px" in out
+    assert (
+        "preset     generic (scene-wide percentile stretch): 3 unnamed bands in file order" in out
+        and "11x10 cells, pixel 160 x 160" in out
+        and "3x4 = 12 tiles of 64 px" in out
+    )
     assert "GiB for dinov3_vitl16_sat493m" in out and "percentiles 2-98" in out
 
 
@@ -67,13 +71,16 @@ def bad_inputs(tmp_path: Path, scene: Path) -> dict[str, tuple[list[str], tuple[
     return {
         "no georeference": ([nogeo], ("has no georeference",)),
         "rotated": ([rotated], ("rotated or sheared", "gdalwarp")),
-        "unmappable bands": ([five], ("cannot map the 5 bands", "1, 2, 3, 4, 5", "naip-rgbn", "--bands")),
+        "unmappable bands": (
+            [five],
+            ("cannot tell which bands of five.tif are red, green, blue", "1 (unknown)", "naip-rgbn", "--bands 1,2,3"),
+        ),
         "tile": ([scene, "--tile", "100"], ("tile 100 must be a positive multiple of the patch size 16",)),
         "overlap": ([scene, "--tile", "64", "--overlap", "64"], ("overlap 64 must be smaller than the tile 64",)),
         "corrupt": ([corrupt], ("cannot read", "corrupt.tif")),
         "missing": ([tmp_path / "nope.tif"], ("scene not found",)),
         "existing": ([scene, "--out", existing], ("existing.tif exists: pass --overwrite",)),
-        "bands": ([scene, "--bands", "B08,B04,B03"], ("no band 'B08'",)),
+        "bands": ([scene, "--bands", "B08,B04,B03"], ("no band B08, B04, B03 in scene.tif", "--bands 1,2,3")),
         "format": ([scene, "--format", "npy"], ("--format 'npy'",)),
         "precision": ([scene, "--precision", "fp8"], ("--precision 'fp8'",)),
         "layers": ([scene, "--layers", "last"], ("--layers 'last'",)),
@@ -109,8 +116,8 @@ def test_a_scene_that_breaks_while_reading_leaves_nothing_behind(tmp_path: Path)
     broken.write_bytes(data[: len(data) * 2 // 3])  # header and first blocks fine, later blocks missing
     result = run("encode", broken, tmp_path / "feat.tif", *TINY, "--tile", "128", "--overlap", "0")
     assert_one_line_error(result, "cannot read", "broken.tif", "scene statistics")  # the scene-wide stretch reads first
-    preset = tmp_path / "fixed.yaml"  # a fixed stretch needs no statistics: the failure comes mid-scene
-    preset.write_text('name: fixed\nrgb: ["1", "2", "3"]\nscale: 1.0\nstretch: {lo: 0, hi: 600}\n')
+    preset = tmp_path / "fixed.yaml"  # a fixed stretch holding all of uint16 needs no statistics: the failure comes mid-scene
+    preset.write_text('name: fixed\nrgb: ["1", "2", "3"]\nscale: 1.0\nstretch: {lo: 0, hi: 65535}\n')
     result = run("encode", broken, tmp_path / "feat.tif", *TINY, "--tile", "128", "--overlap", "0", "--sensor", preset)
     assert result.exit_code == 2 and "Traceback" not in result.output
     last = result.stderr.splitlines()[-1]  # after the random-weights warning and the progress bar

@@ -137,7 +137,7 @@ def test_an_existing_cluster_by_address_builds_the_model_once_per_worker(tmp_pat
         res = encode_to_zarr(src, tmp_path / "f.zarr", ref, options, chunk=5, scheduler=address, progress=lambda d, t: seen.append(d))
         per_worker = client.run(loaded_models)
         broken = broken_scene(tmp_path)  # a GDAL error on a worker comes back as the one-line InputError
-        fixed = (tmp_path / "fixed.yaml").write_text('name: fixed\nrgb: ["1", "2", "3"]\nscale: 1.0\nstretch: {lo: 0, hi: 600}\n')
+        fixed = (tmp_path / "fixed.yaml").write_text('name: fixed\nrgb: ["1", "2", "3"]\nscale: 1.0\nstretch: {lo: 0, hi: 65535}\n')
         with pytest.raises(InputError, match=r"cannot read .*broken\.tif at rows"):
             encode_to_zarr(broken, tmp_path / "b.zarr", ref, dataclasses.replace(options, sensor=str(tmp_path / "fixed.yaml")), 4, address)
         assert fixed and not (tmp_path / "b.zarr").exists()

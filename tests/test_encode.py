@@ -13,6 +13,7 @@ from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
 from geodino.engine import EncodeOptions, encode_scene
+from geodino.errors import InputError
 from geodino.features import FeatureExtractor
 from geodino.models import build_model
 from geodino.reader import cell_valid
@@ -55,9 +56,13 @@ def test_landsat7_collar_becomes_nodata_cells(tmp_path: Path, shared_data: Path,
 
 def test_sentinel2_eight_bands_take_red_green_blue_of_the_first_date(tmp_path: Path, shared_data: Path, tiny: FeatureExtractor) -> None:
     src = shared_data / "sentinel2_l2a_8band" / "inference-img.tif"
-    res = encode_scene(src, tmp_path / "s2.tif", tiny, EncodeOptions(tile=256, overlap=32))
-    assert res.adapter.preset == "sentinel2-l2a" and res.adapter.indexes == (0, 1, 2) and res.adapter.names == ("B04", "B03", "B02")
-    assert res.adapter.offset == 0.0 and "1st percentile" in res.adapter.stretch  # this product carries no +1000 offset
+    # nothing in the file names its 8 bands or its processing baseline: refused, naming the bands and a way out
+    with pytest.raises(InputError, match=r"cannot tell which bands of inference-img.tif are red, green, blue .* --bands 1,2,3"):
+        encode_scene(src, tmp_path / "guess.tif", tiny, EncodeOptions(tile=256, overlap=32))
+    assert not (tmp_path / "guess.tif").exists()
+    res = encode_scene(src, tmp_path / "s2.tif", tiny, EncodeOptions(tile=256, overlap=32, sensor="sentinel2-l2a-legacy"))
+    assert res.adapter.preset == "sentinel2-l2a-legacy" and res.adapter.indexes == (0, 1, 2) and res.adapter.names == ("B04", "B03", "B02")
+    assert res.adapter.offset == 0.0 and "layout for 8 bands" in res.adapter.bands[0]["name_from"]
     feats = assert_feature_grid(res.out, src, 64)
     assert np.isfinite(feats).all()
 

@@ -72,9 +72,9 @@ def test_float_scene_with_a_fixed_stretch_is_still_sampled(tmp_path: Path) -> No
 
 
 def test_integer_scene_with_a_fixed_stretch_reads_no_sample(tmp_path: Path) -> None:
-    src = write_raster(tmp_path / "u8.tif", np.full((3, 16, 16), 9, np.uint8))
-    a = make_adapter(open_scene(src), sensor="rgb8")
-    assert (a.nonfinite_sampled, a.sampled) == (0, 0) and "non-finite" not in a.stretch
+    src = write_raster(tmp_path / "u8.tif", np.full((3, 16, 16), 9, np.uint8), photometric="RGB")
+    a = make_adapter(open_scene(src), sensor="rgb8")  # all of 0-255 fits 0-1 after /255: nothing can clip
+    assert (a.nonfinite_sampled, a.sampled) == (0, 0) and "no sample read" in a.stretch and a.clipped_low == (0.0,) * 3
 
 
 # -- rasters geodino cannot encode ----------------------------------------------------------------
@@ -137,7 +137,7 @@ BASE = 'name: p\nrgb: ["1", "2", "3"]\n'
         (BASE + "nodata: none\n", "nodata must be a number or null, not 'none'"),
         (BASE + "guess: maybe\n", "guess must be true or false, not 'maybe'"),
         (BASE + "bands: {3: [red, green]}\n", "bands 3 must be a list of 3 band names"),
-        (BASE + "match: {dtypes: [uint8]}\n", "unknown match key 'dtypes' (known: dtype, count)"),
+        (BASE + "match: {dtypes: [uint8]}\n", "unknown match key 'dtypes' (known: dtype, count, products, metadata)"),
         (BASE + "match: {count: [three]}\n", "match count must be a band count or a list of them"),
         ("name: p\nrgb: []\n", "rgb must be a non-empty list of band names (strings)"),
         ("name: p\nrgb: red\n", "rgb must be a non-empty list of band names (strings)"),
@@ -153,7 +153,7 @@ def test_invalid_preset_is_refused_in_one_line(tmp_path: Path, text: str, error:
 def test_every_preset_error_is_reported_together(tmp_path: Path) -> None:
     errors = _preset(tmp_path, "name: p\nrgb: []\nscale: .nan\ncolour: true\nstretch: {lo: 1, hi: 0}\n")
     assert errors == (
-        "unknown key 'colour' (known: name, description, match, bands, rgb, scale, offset, nodata, stretch, guess); "
+        "unknown key 'colour' (known: name, description, family, match, bands, rgb, scale, offset, nodata, stretch, guess); "
         "rgb must be a non-empty list of band names (strings); scale must be a finite non-zero number, not nan; "
         "stretch lo 1 must be below hi 0"
     )

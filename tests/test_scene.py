@@ -16,17 +16,22 @@ from geodino.scene import canonical_band, open_scene
 from geodino.sensors import load_presets, sensors_dir
 from tests.scenes import TRANSFORM, PatchProbe, coordinate_raster, write_raster
 
-PRESETS = {"rgb8", "naip-rgbn", "sentinel2-l2a", "sentinel2-l2a-pb04", "sentinel2-l2a-legacy", "landsat-c2l2", "landsat8-c2l1"}
+PRESETS = {"rgb8", "naip-rgbn", "sentinel2-l2a", "sentinel2-l2a-pb04", "sentinel2-l2a-legacy", "landsat-c2l2", "landsat8-c2l1", "pan"}
 
 
 def test_presets_ship_for_every_sensor_family() -> None:
     presets = load_presets()
-    assert PRESETS | {"landsat7-rgb", "generic"} <= set(presets)
+    assert PRESETS | {"landsat7-rgb", "generic", "landsat-tm-c2l2"} <= set(presets)
     assert sensors_dir().parts[-2:] == ("configs", "sensors")
     s2 = presets["sentinel2-l2a-pb04"]
-    assert s2.offset == pytest.approx(-0.1) and s2.scale == pytest.approx(1e-4) and s2.rgb == ("B04", "B03", "B02")
+    assert (
+        s2.offset == pytest.approx(-0.1)
+        and s2.scale == pytest.approx(1e-4)
+        and s2.rgb == ("red", "green", "blue")
+        and s2.family == "sentinel2"
+    )
     l2 = presets["landsat-c2l2"]
-    assert (l2.scale, l2.offset) == (pytest.approx(2.75e-5), pytest.approx(-0.2))
+    assert (l2.scale, l2.offset) == (pytest.approx(2.75e-5), pytest.approx(-0.2)) and l2.products == ("L[CO]0[89]_L2S[PR]",)
 
 
 def test_canonical_band_names() -> None:
@@ -59,24 +64,14 @@ def test_fixed_preset_scales_digital_numbers_to_reflectance_then_unit_range(tmp_
     assert legacy.offset == 0.0 and np.allclose(legacy.to_unit(dn[:3])[0, 0, :3], [1 / 3, 2 / 3, 1.0], atol=1e-6)
 
 
-def test_sentinel2_auto_offset_follows_metadata_then_data(tmp_path: Path) -> None:
-    low = np.full((4, 32, 32), 500, np.uint16)
-    assert make_adapter(open_scene(write_raster(tmp_path / "old.tif", low))).offset == 0.0
-    high = low + 1000
-    new = make_adapter(open_scene(write_raster(tmp_path / "new.tif", high)))
-    assert new.preset == "sentinel2-l2a" and new.offset == pytest.approx(-0.1) and "1st percentile 1500" in new.stretch
-    tagged = write_raster(tmp_path / "tagged.tif", low)
-    with rasterio.open(tagged, "r+") as ds:
-        ds.update_tags(BOA_ADD_OFFSET_B04="-1000")
-    assert make_adapter(open_scene(tagged)).offset == pytest.approx(-0.1)
-
-
 def test_bands_override_by_name_and_by_index(tmp_path: Path) -> None:
     src = write_raster(tmp_path / "s2.tif", np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8) + 1000)
-    assert make_adapter(open_scene(src), bands="B08,B04,B03").indexes == (3, 0, 1)
+    s2 = "sentinel2-l2a-legacy"  # the unnamed 4-band stack gets the preset's B04, B03, B02, B08 layout
+    assert make_adapter(open_scene(src), sensor=s2, bands="B08,B04,B03").indexes == (3, 0, 1)
+    assert make_adapter(open_scene(src), sensor=s2, bands="nir,red,green").indexes == (3, 0, 1)
     assert make_adapter(open_scene(src), bands="4,3,2").indexes == (3, 2, 1)
-    with pytest.raises(InputError, match=r"no band 'B11'.*B04, B03, B02, B08"):
-        make_adapter(open_scene(src), bands="B11,B04,B03")
+    with pytest.raises(InputError, match=r"no band B11 in s2.tif \(sentinel2-l2a-legacy\): its bands are 1 B04 \(red, Sentinel-2"):
+        make_adapter(open_scene(src), sensor=s2, bands="B11,B04,B03")
     with pytest.raises(InputError, match="takes 3 bands but 2"):
         make_adapter(open_scene(src), bands="1,2")
 
@@ -86,7 +81,7 @@ def test_unmappable_bands_name_the_bands_and_the_presets(tmp_path: Path) -> None
     with pytest.raises(InputError) as err:
         make_adapter(open_scene(src))
     msg = str(err.value)
-    assert "1, 2, 3, 4, 5, float32" in msg and all(p in msg for p in PRESETS) and "--bands" in msg
+    assert "its 5 band(s), float32, are 1 (unknown)" in msg and all(p in msg for p in PRESETS) and "--bands 1,2,3" in msg
 
 
 def test_percentile_stretch_comes_from_the_whole_scene_not_a_tile(tmp_path: Path) -> None:
@@ -113,12 +108,17 @@ def test_stretch_uses_a_decimated_read_of_large_scenes(tmp_path: Path) -> None:
     assert "1024x375 decimated read" in a.stretch
 
 
-def test_band_files_stack_by_name_and_must_share_a_grid(tmp_path: Path) -> None:
+def test_band_files_stack_by_name_on_one_or_several_grids_of_one_crs(tmp_path: Path) -> None:
     paths = []
     for b in range(1, 5):
         paths.append(write_raster(tmp_path / f"LC08_SR_B{b}.TIF", np.full((1, 20, 30), 100 * b, np.uint16)))
     scene = open_scene(paths)
     assert scene.band_names == ("B1", "B2", "B3", "B4") and scene.band_sources[2] == (str(paths[2]), 1)
     moved = write_raster(tmp_path / "LC08_SR_B5.TIF", np.ones((1, 20, 30), np.uint16), transform=TRANSFORM @ Affine.translation(1, 0))
-    with pytest.raises(InputError, match="not on the grid"):
-        open_scene([*paths, moved])
+    mixed = open_scene([*paths, moved])
+    assert mixed.geobox.affine == TRANSFORM and len(mixed.band_grids) == 5 and mixed.band_grids[4].affine != TRANSFORM
+    on_b1, notes = mixed.on_grid_of([0, 1, 2])
+    assert on_b1.warp == () and notes == ("not read (bands not used): LC08_SR_B4.TIF, LC08_SR_B5.TIF",)
+    other = write_raster(tmp_path / "LC08_SR_B6.TIF", np.ones((1, 20, 30), np.uint16), crs="EPSG:32634")
+    with pytest.raises(InputError, match="not in the CRS of"):
+        open_scene([*paths, other])

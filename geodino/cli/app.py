@@ -44,10 +44,18 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
+_NOTES: list[str] = []
+
+
 def print_notes(notes: tuple[str, ...] | list[str]) -> None:
-    """What geodino decided that the user should know (a fallback, a resampling, clipping), one line each on stderr."""
-    for note in notes:
-        err_console.print(f"geodino: note: {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    """What geodino decided that the user should know (a fallback, a resampling, clipping): one line each on
+    stderr once the work starts (the first tile) or the command succeeds; a refused command shows its error alone."""
+    _NOTES.extend(n for n in notes if n not in _NOTES)
+
+
+def flush_notes() -> None:
+    while _NOTES:
+        err_console.print(f"geodino: note: {_NOTES.pop(0)}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 def error_line(message: str) -> None:
@@ -64,8 +72,11 @@ def guard(fn: F) -> F:
     def wrapper(*args: object, **kwargs: object) -> object:
         old = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         COMMITTED.clear()
+        _NOTES.clear()
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            flush_notes()
+            return result
         except Interrupted as exc:
             error_line(str(exc))
             raise typer.Exit(exc.exit_code) from None
@@ -80,6 +91,7 @@ def guard(fn: F) -> F:
                 error_line(f"interrupted ({signal.Signals(signum).name}): nothing was written and existing outputs were left as they were")
             raise typer.Exit(128 + signum) from None
         finally:
+            _NOTES.clear()
             for s, handler in old.items():
                 signal.signal(s, handler)
 
@@ -125,6 +137,7 @@ class TileBar:
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
+            flush_notes()  # the work has started: what geodino decided goes above the bar
             cols = (TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn(self.unit), RateColumn(), ElapsedColumn())
             self.bar = Progress(*cols, EtaColumn(), console=err_console)
             self.bar.start()

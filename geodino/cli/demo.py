@@ -20,9 +20,12 @@ def demo_cmd(
     scene: Annotated[str | None, typer.Option(help="scene to encode (default: ../shared/data NAIP crop, else generated)")] = None,
     tile: int = 512,
     overlap: int = 64,
+    check_hash: Annotated[
+        bool, typer.Option("--check-hash/--no-check-hash", help="verify the sha256 prefix in the weights' file name")
+    ] = True,
 ) -> None:
     """Encode a whole scene into a georeferenced feature COG plus a PCA quicklook, and say what happened."""
-    net, why_random = load_or_random(model, weights)
+    net, why_random = load_or_random(model, weights, check_hash)
     if why_random:
         console.print(f"[bold yellow]No real weights found, using RANDOM weights[/]: {why_random}")
     with TileBar() as progress:

@@ -29,8 +29,8 @@ from geodino.models import build_model, get_spec
 from geodino.models.multiband import BandMixer
 from geodino.models.vit import DinoVisionTransformer
 from geodino.outputs import OutputSet
+from geodino.report import format_report, report_json, scene_report
 from geodino.scene import Scene, open_scene
-from geodino.tiling import feature_geobox
 
 SceneArg = Annotated[list[str], typer.Argument(help="a raster, or several single-band rasters on one grid (band files)")]
 ModelOpt = Annotated[str, typer.Option(help="weights spec (geodino models lists them)")]
@@ -39,14 +39,17 @@ BandsOpt = Annotated[
     str | None, typer.Option(help="bands for R,G,B: common names (red,green,blue), band names (B04,B03,B02) or 1-based indexes (3,2,1)")
 ]
 GsdOpt = Annotated[float | None, typer.Option(help="resample the scene to this many metres per pixel first (default: native)")]
+CheckHashOpt = Annotated[
+    bool, typer.Option("--check-hash/--no-check-hash", help="verify the sha256 prefix in the weights' file name (official names)")
+]
 AllowClipOpt = Annotated[bool, typer.Option(help="run even when the stretch clips more than half of a band's pixels (e.g. snow)")]
 TileOpt = Annotated[int, typer.Option(help="tile side in pixels, a multiple of 16")]
 OverlapOpt = Annotated[int, typer.Option(help="overlap between tiles in pixels, a multiple of 16")]
 
 
-def _model(model: str, weights: str | None) -> DinoVisionTransformer:
+def _model(model: str, weights: str | None, check_hash: bool = True) -> DinoVisionTransformer:
     try:
-        return build_model(model, weights)
+        return build_model(model, weights, check_hash=check_hash)
     except WeightsError as exc:
         if weights is None:
             raise WeightsError(f"{exc} (or pass --weights random to try the pipeline with random weights)") from None
@@ -80,6 +83,7 @@ def encode_cmd(
     chunk: Annotated[int | None, typer.Option(help="Zarr: block side in cells (default 256, less for many workers)")] = None,
     gsd: GsdOpt = None,
     allow_clipping: AllowClipOpt = False,
+    check_hash: CheckHashOpt = True,
 ) -> None:
     """Encode a scene: SCENE... OUT. Tiles on the 16-px patch grid, scene-fixed normalisation, streamed stitching.
 
@@ -99,21 +103,34 @@ def encode_cmd(
     check_options(options)
     scene = open_scene(paths)  # every input check runs before the model is built
     spec = get_spec(model)
-    inputs = [*scene.paths, weights, mixer]
+    inputs = [*paths, *scene.paths, weights, mixer]  # a STAC item is an input too
     check_outputs(out, options, inputs)
     n_layers = len(parse_layers(layers))
     if pca is not None and pca > spec.arch.embed_dim * n_layers:
         raise InputError(f"--pca {pca}: the features have {spec.arch.embed_dim * n_layers} channels ({spec.name}, {n_layers} layer(s))")
     resolve_device(device), check_precision(precision)
     band_mixer = BandMixer.load(mixer) if mixer is not None else None
+    mixer_notes: tuple[str, ...] = ()
+    if band_mixer is not None:  # its stored band identities select the scene's bands; --bands may override them
+        from dataclasses import replace
+
+        from geodino.contract import map_inputs
+
+        mapped = map_inputs(band_mixer.contract(), scene, sensor, bands, f"band mixer {mixer}", band_mixer.n_bands, strict=False)
+        sensor, bands, mixer_notes = mapped.sensor, mapped.bands, mapped.notes
+        options = replace(options, sensor=sensor, bands=bands)
     scene, adapter = prepare(scene, band_mixer.n_bands if band_mixer else spec.arch.in_chans, sensor, bands, gsd, allow_clipping)
-    print_notes(adapter.notes)
+    if band_mixer is not None:
+        from geodino.contract import gsd_note
+
+        mixer_notes += tuple(filter(None, [gsd_note(adapter.gsd, band_mixer.gsd, f"band mixer {mixer}")]))
+    print_notes([*mixer_notes, *adapter.notes])
     plan = make_plan(scene, options, spec.patch_size)
     check_memory(estimate_memory(plan, spec.arch.embed_dim * n_layers, batch_size, n_params(spec), len(adapter.indexes)), f"--tile {tile}")
     if blockwise:
-        return _encode_blocks(scene, out, model, weights, layers, device, precision, mixer, options, chunk, scheduler, workers)
+        return _encode_blocks(scene, out, model, weights, layers, device, precision, mixer, options, chunk, scheduler, workers, check_hash)
     with OutputSet(encode_targets(out, options), inputs, overwrite) as outs:  # locked before the model is built
-        net = _model(model, weights)
+        net = _model(model, weights, check_hash)
         extractor = FeatureExtractor(net, layers, device, precision, band_mixer)
         if extractor.describe()["random_weights"]:
             err_console.print("[yellow]geodino: using RANDOM weights: the features carry no meaning[/]")
@@ -131,11 +148,14 @@ def encode_cmd(
 def _encode_blocks(
     scene: Scene, out: Path, model: str, weights: str | None, layers: str, device: str, precision: str,
     mixer: Path | None, options: EncodeOptions, chunk: int | None, scheduler: str | None, workers: int | None,
+    check_hash: bool = True,
 ) -> None:  # fmt: skip
     check_request(options, chunk, scheduler, workers)
     if weights not in (None, "random") and Path(weights).exists():  # type: ignore[arg-type]
         weights = str(Path(weights).resolve())  # type: ignore[arg-type]  (workers may start in other folders)
-    ref = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision, str(mixer.resolve()) if mixer else None)
+    ref = ModelRef(
+        model, weights, tuple(parse_layers(layers)), device, precision, str(mixer.resolve()) if mixer else None, check_hash=check_hash
+    )
     try:
         extractor = ref.extractor()  # built once here; the threaded scheduler reuses it
     except WeightsError as exc:
@@ -179,23 +199,18 @@ def info_cmd(
     bands: BandsOpt = None,
     tile: TileOpt = 512,
     overlap: OverlapOpt = 64,
-    batch_size: int = 4,
+    batch_size: Annotated[int, typer.Option(help="tiles per forward pass (for the memory estimate)")] = 4,
+    gsd: GsdOpt = None,
+    allow_clipping: AllowClipOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as one JSON document on stdout")] = False,
 ) -> None:
-    """Describe a scene and what encode would do with it: grid, bands, preset, tile plan, memory."""
-    scene = open_scene(paths)
-    spec = get_spec(model)
-    console.print(f"scene      {', '.join(scene.paths)}")
-    console.print(f"grid       {scene.describe()}")
-    console.print(f"bands      {', '.join(scene.band_names)}")
-    scene, adapter = prepare(scene, spec.arch.in_chans, sensor, bands)
-    plan = make_plan(scene, EncodeOptions(tile, overlap, batch_size), spec.patch_size)
-    console.print(f"preset     {adapter.reason}")
-    lo_hi = ", ".join(f"{n} {lo:.4g}-{hi:.4g}" for n, lo, hi in zip(adapter.names, adapter.lo, adapter.hi, strict=True))
-    console.print(f"adapter    {adapter.preset}: {lo_hi} ({adapter.stretch})")
-    fg = feature_geobox(scene.geobox, plan.patch)
-    rows, cols = plan.shape
-    console.print(f"features   {fg.shape.x}x{fg.shape.y} cells, pixel {fg.resolution.x:g} x {-fg.resolution.y:g}, {scene.crs}")
-    console.print(f"tiles      {rows}x{cols} = {len(plan)} tiles of {tile} px, overlap {overlap} px")
-    mem = estimate_memory(plan, spec.arch.embed_dim, batch_size, n_params(spec), len(adapter.indexes))
-    parts = ", ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in mem.items())
-    console.print(f"memory     ~{sum(mem.values()) / 2**30:.2f} GiB for {spec.name} with batch {batch_size}: {parts}")
+    """Describe a scene and what encode would do with it: bands and where their identities come from, nodata and
+    invalid pixels, preset and why (or why none fits and a command that works), stretch and clipping, resampling,
+    feature grid, tile plan, memory. Exits 0 for any readable raster; 2 for missing/unreadable files or bad options.
+    """
+    report = scene_report(paths, model, sensor, bands, tile, overlap, batch_size, gsd, allow_clipping)
+    if as_json:
+        typer.echo(report_json(report))
+        return
+    for line in format_report(report):
+        console.print(line, markup=False, highlight=False)

@@ -10,7 +10,8 @@ import typer
 
 from geodino.adapter import prepare
 from geodino.cli.app import TileBar, app, console, err_console, guard, print_notes
-from geodino.cli.encode import AllowClipOpt, BandsOpt, GsdOpt, SensorOpt, _model
+from geodino.cli.encode import AllowClipOpt, BandsOpt, CheckHashOpt, GsdOpt, SensorOpt, _model
+from geodino.contract import CONTRACT_KEY, gsd_note, map_inputs
 from geodino.engine import EncodeOptions, check_memory, check_options, estimate_memory, make_plan
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, check_precision, parse_layers, resolve_device
@@ -54,9 +55,10 @@ def canopy_height_cmd(
     overwrite: bool = False,
     gsd: GsdOpt = None,
     allow_clipping: AllowClipOpt = False,
+    check_hash: CheckHashOpt = True,
 ) -> None:
     """Canopy height in metres with the CHMv2 head, as a COG; optionally evaluated against a reference CHM."""
-    from geodino.heads.chmv2 import build_canopy_model
+    from geodino.heads.chmv2 import build_canopy_model, get_head
     from geodino.metrics import evaluate_height
 
     options = EncodeOptions(
@@ -65,19 +67,20 @@ def canopy_height_cmd(
     check_options(options)
     s = open_scene(scene)
     report = out.with_suffix(".eval.json") if reference is not None else None
-    inputs = [*s.paths, weights, backbone_weights, reference]
+    inputs = [scene, *s.paths, weights, backbone_weights, reference]
     targets = {"prediction": out, "evaluation": report}
     check_targets(targets, inputs, overwrite)
     check_resolution(resolution, s)
     resolve_device(device), check_precision(precision)
     if reference is not None:
         check_reference(reference, s.geobox)
+    spec = get_head(head)
     s, adapter = prepare(s, 3, sensor, bands, gsd, allow_clipping)
-    print_notes(adapter.notes)
+    print_notes([*adapter.notes, *filter(None, [gsd_note(adapter.gsd, spec.gsd, f"canopy-height head {spec.name}")])])
     plan = make_plan(s, options)
     check_memory(estimate_memory(plan, 1, batch_size, 0, 3, stride=1), f"--tile {tile}")
     with OutputSet(targets, inputs, overwrite) as outs:
-        model = build_canopy_model(head, weights, backbone_weights)
+        model = build_canopy_model(head, weights, backbone_weights, check_hash=check_hash)
         predictor = CanopyPredictor(model, device, precision)
         _random_note(bool(predictor.describe()["random_weights"]))
         with TileBar() as progress:
@@ -112,6 +115,7 @@ def train_head_cmd(
     overwrite: bool = False,
     gsd: GsdOpt = None,
     allow_clipping: AllowClipOpt = False,
+    check_hash: CheckHashOpt = True,
 ) -> None:
     """Train a linear land-cover head (BatchNorm + 1x1 conv) on frozen features from labelled polygons or a label raster."""
     if len(scene) < 2:
@@ -124,7 +128,7 @@ def train_head_cmd(
     s = open_scene(scene)
     json_path = out.with_suffix(".metrics.json")
     targets = {"head": out, "metrics": json_path}
-    inputs = [*s.paths, labels, weights]
+    inputs = [*scene, *s.paths, labels, weights]
     check_targets(targets, inputs, overwrite)
     parse_layers(layers)
     s, adapter = prepare(s, 3, sensor, bands, gsd, allow_clipping)  # the grid the labels go onto
@@ -133,7 +137,7 @@ def train_head_cmd(
     lab = load_labels(s, Path(labels), class_column)
     resolve_device(device)
     with OutputSet(targets, inputs, overwrite) as outs:
-        extractor = FeatureExtractor(_model(model, weights), layers, device)
+        extractor = FeatureExtractor(_model(model, weights, check_hash), layers, device)
         _random_note(bool(extractor.describe()["random_weights"]))
         with TileBar("features") as progress:
             res = train_head(s, lab, extractor, options, epochs=epochs, progress=progress)
@@ -166,8 +170,11 @@ def land_cover_cmd(
     overwrite: bool = False,
     gsd: GsdOpt = None,
     allow_clipping: AllowClipOpt = False,
+    check_hash: CheckHashOpt = True,
 ) -> None:
     """Land-cover classes (uint8 COG with a colour table, nodata 255) from a trained head."""
+    from dataclasses import replace
+
     from geodino.vectorize import polygonize
 
     if len(scene) < 2:
@@ -180,14 +187,20 @@ def land_cover_cmd(
     check_options(options)
     s = open_scene(paths)
     targets = {"prediction": out, "probabilities": probabilities, "vector": vector}
-    inputs = [*s.paths, head, weights]
+    inputs = [*paths, *s.paths, head, weights]
     check_targets(targets, inputs, overwrite)
     if vector is not None:
         check_vector_name(vector)
     lc_head, info = load_head(head)
     resolve_device(device), check_precision(precision)
-    s, adapter = prepare(s, 3, sensor, bands, gsd, allow_clipping)
-    print_notes(adapter.notes)
+    contract = info.get(CONTRACT_KEY)  # None for heads written before contracts: bands chosen as before, with a note
+    if contract is not None and len(contract["bands"]) != 3:  # type: ignore[index]
+        raise InputError(f"{head} was trained on {len(contract['bands'])} input bands (a band mixer): land-cover feeds 3")  # type: ignore[index]
+    inputs_map = map_inputs(contract, s, sensor, bands, f"head {head.name}", 3)  # type: ignore[arg-type]
+    options = replace(options, sensor=inputs_map.sensor, bands=inputs_map.bands)
+    s, adapter = prepare(s, 3, inputs_map.sensor, inputs_map.bands, gsd, allow_clipping)
+    trained_gsd = contract.get("gsd") if contract else None  # type: ignore[union-attr]
+    print_notes([*inputs_map.notes, *adapter.notes, *filter(None, [gsd_note(adapter.gsd, trained_gsd, f"head {head.name}")])])
     plan = make_plan(s, options)
     names = [str(n) for n in info["names"]]  # type: ignore[union-attr]
     dim = get_spec(str(info["model"])).arch.embed_dim * len(info["layers"])  # type: ignore[arg-type]
@@ -195,7 +208,7 @@ def land_cover_cmd(
         raise InputError(f"{head} expects {lc_head.bn.num_features} feature channels, {info['model']} gives {dim}")
     check_memory(estimate_memory(plan, len(names), batch_size, 0, 3, stride=1), f"--tile {tile}")
     with OutputSet(targets, inputs, overwrite) as outs:
-        extractor = FeatureExtractor(_model(str(info["model"]), weights), info["layers"], device, precision)  # type: ignore[arg-type]
+        extractor = FeatureExtractor(_model(str(info["model"]), weights, check_hash), info["layers"], device, precision)  # type: ignore[arg-type]
         _random_note(bool(extractor.describe()["random_weights"]))
         predictor = LandCoverPredictor(extractor, lc_head, {k: v for k, v in info.items() if k not in ("metrics",)})
         with TileBar() as progress:

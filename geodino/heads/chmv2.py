@@ -43,6 +43,10 @@ from geodino.models.vit import DinoVisionTransformer
 #: CHMv2 normalisation (Meta's CHMv2 notebook, transformers' CHMv2 image processor): red mean 0.420, not 0.430.
 CHMV2_MEAN = (0.420, 0.411, 0.296)
 CHMV2_STD = SAT493M_STD
+#: Metres per pixel CHMv2 expects. Its backbone's SAT-493M pretraining set is "Maxar RGB ortho-rectified imagery at
+#: 0.6 meter resolution" (DINOv3 MODEL_CARD, quoted in shared/reference/dinov3.md section 1), and the CHMv2 head was
+#: trained on Maxar imagery of about that GSD too (the reference notes do not state the head's own figure).
+CHMV2_GSD = 0.6
 _HEAD_URL = "https://dl.fbaipublicfiles.com/dinov3/chmv2/{file}"
 
 #: Backbones only heads use. The tiny head needs four distinct blocks (Hugging Face refuses repeated
@@ -71,7 +75,7 @@ def resolve_backbone(name: str) -> WeightsSpec:
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """A canopy-height head: its backbone and blocks, decoder sizes, normalisation, height range, provenance."""
+    """A canopy-height head: its backbone and blocks, decoder sizes, normalisation, height range, expected GSD, provenance."""
 
     name: str
     backbone: str  # backbone spec name
@@ -81,6 +85,7 @@ class HeadSpec:
     std: tuple[float, ...] = CHMV2_STD
     min_depth: float = 0.001
     max_depth: float = 96.0
+    gsd: float | None = CHMV2_GSD  # metres per pixel of the imagery the head was trained on (None: unknown)
     hash_prefix: str | None = None
     hf_repo: str | None = None
     licence: str = DINOV3_LICENCE

@@ -60,7 +60,7 @@ def verify_hash(path: str | Path, expected: str | None = None) -> str | None:
     if not digest.startswith(expected):
         raise WeightsError(
             f"{Path(path).name}: sha256 starts with {digest[:8]}, the name promises {expected}: the file is "
-            "corrupt, truncated or not the official one (pass check_hash=False / --no-check-hash to load it anyway)"
+            "corrupt, truncated or not the official one (to load it anyway: --no-check-hash, or check_hash=False in Python)"
         )
     return expected
 

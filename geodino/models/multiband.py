@@ -6,7 +6,9 @@ the extra bands zero weights), so nothing changes until they are trained. Limits
 * **BandMixer** (N -> 3, a 1x1 convolution before the spec's mean/std): learns a per-pixel linear
   mix only; it cannot add information the RGB-trained backbone has no features for, and it must
   be trained on labelled data or a task loss (geodino does not train it for you). Save it with
-  :meth:`BandMixer.save` and use it with ``encode --mixer``.
+  :meth:`BandMixer.save` and use it with ``encode --mixer``: the file records the identities of its N
+  input bands (common names where known) and the GSD, and ``encode`` selects a scene's bands by them
+  (:func:`geodino.contract.map_inputs`); build it with :meth:`BandMixer.for_adapter` to record both.
 * **inflate_patch_embed** (3 -> N input channels of the first layer): the extra bands contribute
   nothing until the patch embedding (at least) is fine-tuned; their normalisation is the scene
   stretch to [0, 1] followed by mean 0.5 / std 0.25, an assumption, not a statistic of any pretraining.
@@ -17,15 +19,21 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from geodino.bands import description_common
+from geodino.contract import contract_problem, identity, mixer_contract
 from geodino.errors import InputError
 from geodino.models.checkpoint import first_nonfinite
 from geodino.models.vit import DinoVisionTransformer
+
+if TYPE_CHECKING:
+    from geodino.adapter import BandAdapter
 
 EXTRA_MEAN, EXTRA_STD = 0.5, 0.25
 
@@ -33,12 +41,23 @@ EXTRA_MEAN, EXTRA_STD = 0.5, 0.25
 class BandMixer(nn.Module):
     """``(B, N, H, W)`` in [0, 1] -> ``(B, 3, H, W)``: a learned 1x1 convolution, initialised to select ``rgb``."""
 
-    def __init__(self, n_bands: int, rgb: Sequence[int] = (0, 1, 2), band_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, n_bands: int, rgb: Sequence[int] = (0, 1, 2), band_names: Sequence[str] | None = None,
+        bands: Sequence[Mapping[str, object]] | None = None, gsd: float | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         if len(rgb) != 3 or not all(0 <= i < n_bands for i in rgb):
             raise InputError(f"rgb must be 3 band indexes in [0, {n_bands}), got {list(rgb)}")
+        if bands is not None and len(bands) != n_bands:
+            raise InputError(f"the band mixer takes {n_bands} bands, got {len(bands)} band identities")
         self.n_bands = n_bands
         self.band_names = list(band_names) if band_names else [str(i + 1) for i in range(n_bands)]
+        # Identities of the input bands ({name, common}): given, else from the names ("nir" is a common name,
+        # "3" or "B8" are not); None only for files saved before mixers recorded them (an unknown contract).
+        self.bands: list[dict[str, str | None]] | None = (
+            [identity(b) for b in bands] if bands is not None else [{"name": n, "common": description_common(n)} for n in self.band_names]
+        )
+        self.gsd = gsd  # metres per pixel of the imagery it was trained on (None: unknown)
         self.mix = nn.Conv2d(n_bands, 3, kernel_size=1, bias=True)
         with torch.no_grad():
             self.mix.weight.zero_()
@@ -57,9 +76,19 @@ class BandMixer(nn.Module):
             out = out + w[:, i].view(1, 3, 1, 1) * x[:, i : i + 1]
         return out
 
+    @classmethod
+    def for_adapter(cls, adapter: BandAdapter, rgb: Sequence[int] = (0, 1, 2)) -> BandMixer:
+        """A mixer over the bands ``adapter`` selects, recording their identities and the GSD."""
+        return cls(len(adapter.indexes), rgb, list(adapter.names), bands=adapter.selected(), gsd=adapter.gsd)
+
+    def contract(self) -> dict[str, object] | None:
+        """The input contract :func:`geodino.contract.map_inputs` enforces (None: unknown, an older file)."""
+        return mixer_contract(self.bands, self.gsd)
+
     def save(self, path: str | Path) -> Path:
-        """Write the mixer (weights and band names) to a ``.pt`` file."""
-        torch.save({"n_bands": self.n_bands, "band_names": self.band_names, "state_dict": self.state_dict()}, path)
+        """Write the mixer (weights, band names, band identities, GSD) to a ``.pt`` file."""
+        blob = {"n_bands": self.n_bands, "band_names": self.band_names, "bands": self.bands, "gsd": self.gsd}
+        torch.save({**blob, "state_dict": self.state_dict()}, path)
         return Path(path)
 
     @classmethod
@@ -71,6 +100,13 @@ class BandMixer(nn.Module):
             mixer.load_state_dict(blob["state_dict"])
         except (OSError, KeyError, RuntimeError, TypeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
             raise InputError(f"{path} is not a band mixer saved by geodino ({type(exc).__name__})") from None
+        if blob.get("bands") is not None:  # older files have no identities: their contract stays unknown
+            contract = mixer_contract(blob["bands"], blob.get("gsd"))
+            if (problem := contract_problem(contract, mixer.n_bands)) is not None:
+                raise InputError(f"band mixer {path} is not valid: {problem}")
+            mixer.bands, mixer.gsd = [identity(b) for b in blob["bands"]], blob.get("gsd")
+        else:
+            mixer.bands, mixer.gsd = None, None
         if (bad := first_nonfinite(mixer.state_dict())) is not None:
             raise InputError(f"band mixer {path}: tensor '{bad}' holds NaN/inf values")
         return mixer.eval()
