@@ -30,7 +30,7 @@ from geodino.bands import (
 )  # fmt: skip
 from geodino.errors import InputError
 from geodino.scene import Scene
-from geodino.sensors import SensorPreset, get_preset, load_presets
+from geodino.sensors import SensorPreset, found_in, get_preset, load_presets
 
 #: Sentinel-2 processing baseline 04.00 (BOA_ADD_OFFSET = -1000) reached the archive on this date.
 S2_BASELINE_04_DATE = dt.date(2022, 1, 25)
@@ -47,15 +47,6 @@ class Detection:
     notes: tuple[str, ...] = ()  # what the user must be told (a fallback taken)
 
 
-def _where(match: re.Match[str], text: str) -> str:
-    """``'LC08_L2SP' in LC08_L2SP_..._B4.TIF`` (the path component holding the match)."""
-    if "=" in text and "/" not in text.partition("=")[0]:
-        return f"{match.group(0).strip('_-./ ')!r} in metadata {text[:80]}"
-    start = text.rfind("/", 0, match.start()) + 1
-    end = text.find("/", match.end())
-    return f"{match.group(0).strip('_-./ ')!r} in {text[start : end if end >= 0 else None]}"
-
-
 def family_of(scene: Scene) -> tuple[Family | None, str]:
     """The sensor family whose band names the scene uses, and the evidence; ``(None, why)`` when unknown or conflicting."""
     hits: dict[str, str] = {}
@@ -63,7 +54,7 @@ def family_of(scene: Scene) -> tuple[Family | None, str]:
         for hint in f.hints:
             found = next(((m, t) for t in scene.evidence if (m := re.search(hint, t, re.IGNORECASE))), None)
             if found:
-                hits[f.name] = _where(*found)
+                hits[f.name] = found_in(*found)
                 break
     numbered = [b.name for b in _bands(scene) if is_band_number_name(b.name)]
     styled = [f.name for f in FAMILIES.values() if numbered and all(fits_style(f, n) for n in numbered)]
@@ -253,13 +244,13 @@ def sentinel2_offset(scene: Scene, scale: float) -> tuple[float, str]:
         m = re.search(r"MSIL2A_\d{8}T\d{6}_N(\d{2})(\d{2})_", t)
         if m:
             return _by_baseline(
-                float(f"{m.group(1)}.{m.group(2)}"), f"processing baseline N{m.group(1)}{m.group(2)} in {Path(t).name}", scale
+                float(f"{m.group(1)}.{m.group(2)}"), f"processing baseline N{m.group(1)}{m.group(2)} in {_component(m, t)}", scale
             )
     for t in texts:
         m = re.search(r"(?:MSIL2A_|T\d\d[A-Z]{3}_|datetime=)(\d{4})-?(\d{2})-?(\d{2})T", t)
         if m:
             day = dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-            where = "the STAC item's datetime" if t.startswith("datetime=") else Path(t).name
+            where = "the STAC item's datetime" if t.startswith("datetime=") else _component(m, t)
             after = day >= S2_BASELINE_04_DATE
             why = f"acquired {day} ({'on or after' if after else 'before'} {S2_BASELINE_04_DATE}, from {where}; no baseline given)"
             return (-1000 * scale, f"offset -1000 DN: {why}") if after else (0.0, f"no offset: {why}")
@@ -268,6 +259,11 @@ def sentinel2_offset(scene: Scene, scale: float) -> tuple[float, str]:
         "metadata, no N04xx baseline or acquisition date in the product name), so the -1000 DN offset of baseline 04.00 "
         "cannot be decided: pass --sensor sentinel2-l2a-pb04 (from 2022-01-25) or --sensor sentinel2-l2a-legacy (before)"
     )
+
+
+def _component(match: re.Match[str], text: str) -> str:
+    """The path component (file or folder name) holding ``match``."""
+    return found_in(match, text).split(" in ", 1)[1]
 
 
 def _by_baseline(baseline: float, why: str, scale: float) -> tuple[float, str]:

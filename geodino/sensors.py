@@ -69,13 +69,22 @@ class SensorPreset:
             for t in texts:
                 m = re.search(pattern, t, re.IGNORECASE)
                 if m:
-                    return f"{m.group(0).strip('_-./')!r} in {Path(t).name if '=' not in t else t}"
+                    return found_in(m, t)
         for key, pattern in self.metadata:
             for t in texts:
                 k, _, v = t.partition("=")
                 if k.upper() == key.upper() and re.search(pattern, v, re.IGNORECASE):
                     return f"metadata {k}={v}"
         return None
+
+
+def found_in(match: re.Match[str], text: str) -> str:
+    """``'LC08_L2SP' in LC08_L2SP_..._B4.TIF``: the match and the path component (or metadata entry) holding it."""
+    if "=" in text and "/" not in text.partition("=")[0]:
+        return f"{match.group(0).strip('_-./ ')!r} in metadata {text[:80]}"
+    start = text.rfind("/", 0, match.start()) + 1
+    end = text.find("/", match.end())
+    return f"{match.group(0).strip('_-./ ')!r} in {text[start : end if end >= 0 else None]}"
 
 
 def sensors_dir() -> Path:
