@@ -41,7 +41,9 @@ def test_encode_writes_the_raster_and_prints_progress_and_a_summary(tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.stderr and "12/12 tiles" in result.stderr and "tiles/s" in result.stderr
     summary = result.stdout.strip().splitlines()
-    assert len(summary) == 1 and summary[0].startswith(f"wrote {out}: 11x10 cells x 64 bands, EPSG:32633, 12 tiles")
+    assert len(summary) == 2 and summary[0].startswith(f"wrote {out}: 11x10 cells x 64 bands, EPSG:32633, 12 tiles")
+    assert summary[1] == "preset: generic (scene-wide percentile stretch): 3 unnamed bands in file order"
+    assert "geodino: note: scene.tif: its 3 bands carry no names or colour interpretation" in result.stderr
     with rasterio.open(out) as ds:
         assert ds.transform == TRANSFORM @ Affine.scale(16) and ds.count == 64
     assert sorted(p.name for p in out.parent.iterdir()) == ["feat.tif"]

@@ -86,6 +86,10 @@ def test_every_band_order_gives_bit_identical_features(tmp_path: Path, shared_da
     first = encode_api(s2)
     for order in itertools.permutations(s2):
         assert np.array_equal(encode_api(list(order)), first, equal_nan=True)
+    generated = {f"B{i}": reflectance(i, lo=8000, hi=14000) for i in (2, 3, 4)}
+    lc08 = list(band_files(tmp_path / "lc08", "LC08_L2SP_015033_20200101_20200823_02_T1_SR_{}.TIF", generated, LANDSAT_GRID).values())
+    first = encode_api(lc08)
+    assert all(np.array_equal(encode_api(list(o)), first, equal_nan=True) for o in itertools.permutations(lc08))
     l8 = [shared_data / "landsat8_labels" / f"L8-B{b}-Elkton-VA.tiff" for b in (2, 3, 4)]
     first = encode_api(l8)
     assert all(np.array_equal(encode_api(list(o)), first, equal_nan=True) for o in itertools.permutations(l8))

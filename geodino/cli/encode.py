@@ -128,7 +128,9 @@ def encode_cmd(
     plan = make_plan(scene, options, spec.patch_size)
     check_memory(estimate_memory(plan, spec.arch.embed_dim * n_layers, batch_size, n_params(spec), len(adapter.indexes)), f"--tile {tile}")
     if blockwise:
-        return _encode_blocks(scene, out, model, weights, layers, device, precision, mixer, options, chunk, scheduler, workers, check_hash)
+        _encode_blocks(scene, out, model, weights, layers, device, precision, mixer, options, chunk, scheduler, workers, check_hash)
+        console.print(f"preset: {adapter.reason}", markup=False, highlight=False)
+        return
     with OutputSet(encode_targets(out, options), inputs, overwrite) as outs:  # locked before the model is built
         net = _model(model, weights, check_hash)
         extractor = FeatureExtractor(net, layers, device, precision, band_mixer)
@@ -143,6 +145,7 @@ def encode_cmd(
         f"wrote {result.out}: {cols}x{rows} cells x {result.bands} bands, {scene.crs}, {result.tiles} tiles{skipped} "
         f"in {result.seconds:.1f} s (model {result.model_seconds:.1f} s), stretch: {result.adapter.stretch}"
     )
+    console.print(f"preset: {adapter.reason}", markup=False, highlight=False)
 
 
 def _encode_blocks(

@@ -88,6 +88,7 @@ def canopy_height_cmd(
         ev = evaluate_height(outs.temp("prediction"), reference, outs.temp("evaluation"), prediction_name=out) if reference else None
         outs.commit()
     console.print(f"wrote {res.out}: canopy height (m), {s.shape[1]}x{s.shape[0]} px, {s.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
+    console.print(f"preset: {adapter.reason}", markup=False, highlight=False)
     if ev is not None:
         figures = f"MAE {ev['mae']:.3f} m, RMSE {ev['rmse']:.3f} m, bias {ev['bias']:+.3f} m, R2 {ev['r2']:.3f}"
         console.print(f"vs {reference}: {figures} ({ev['n']} px) -> {report}")
@@ -148,6 +149,7 @@ def train_head_cmd(
     m = metrics["validation"] or metrics["train"]  # type: ignore[index]
     which = "validation" if metrics["validation"] else "training (no held-out block)"  # type: ignore[index]
     console.print(f"wrote {path}: {lab.n_classes} classes ({', '.join(lab.names)}), loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}")
+    console.print(f"preset: {adapter.reason}", markup=False, highlight=False)
     ious = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in m["iou"].items())  # type: ignore[index]
     console.print(f"{which}: OA {m['overall_accuracy']:.3f}, mIoU {m['miou']:.3f}, IoU {ious}; {metrics['split']} -> {json_path}")  # type: ignore[index]
 
@@ -218,6 +220,7 @@ def land_cover_cmd(
         n = polygonize(outs.temp("prediction"), outs.temp("vector"), names, layer=vector.stem) if vector is not None else None
         outs.commit()
     console.print(f"wrote {res.out}: {len(names)} classes ({', '.join(names)}), {s.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
+    console.print(f"preset: {adapter.reason}", markup=False, highlight=False)
     if vector is not None:
         console.print(f"wrote {vector}: {n} polygons")
     for p in res.extra.values():
