@@ -132,6 +132,10 @@ def encode(
 
     ``model``: a spec name (built once per process or worker, with ``weights``: a checkpoint, HF folder
     or ``"random"``), or a built :class:`FeatureExtractor` / backbone.
+    ``sensor``/``bands``: as the CLI's (default: detected from evidence; bands by common name, name or
+    1-based index); ``gsd``: resample to this many metres per pixel first; ``allow_clipping``: run even when
+    the stretch clips more than half of a band's pixels; ``check_hash=False`` loads weights whose file name
+    promises another sha256. What geodino decided is in ``attrs["adapter"]``; notes come as ``UserWarning``.
     """
     import dask
     import dask.array as da
