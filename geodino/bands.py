@@ -44,18 +44,19 @@ _OLI = {"B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "nir08"
         "B9": "cirrus", "B10": "lwir11", "B11": "lwir12"}  # fmt: skip
 _TM = {"B1": "blue", "B2": "green", "B3": "red", "B4": "nir08", "B5": "swir16", "B6": "lwir", "B7": "swir22", "B8": "pan"}
 
-_SEP = r"(?:^|[^A-Za-z0-9])"  # a token boundary in a path or an id
+_SEP = r"(?:^|[^A-Za-z0-9])"  # a token boundary in a path or an id: hints are whole tokens ("oli" in "napoli" is not OLI)
 _END = r"(?:$|[^A-Za-z0-9])"
 
 FAMILIES = {
     f.name: f
     for f in (
         Family("sentinel2", "Sentinel-2 MSI", _S2, r"B(?:0\d|8A|1[0-2])",
-               (rf"{_SEP}S2[A-D]_MSI", rf"{_SEP}S2[A-D]{_END}", r"sentinel-?2", rf"{_SEP}T\d\d[A-Z]{{3}}_\d{{8}}T\d{{6}}_B")),
+               (rf"{_SEP}S2[A-D]_MSI", rf"{_SEP}S2[A-D]{_END}", rf"{_SEP}sentinel[-_ ]?2[A-D]?{_END}",
+                rf"{_SEP}T\d\d[A-Z]{{3}}_\d{{8}}T\d{{6}}_B")),
         Family("landsat-oli", "Landsat 8/9 OLI", _OLI, r"(?:SR_|ST_)?B(?:[1-9]|1[01])",
-               (rf"{_SEP}L[CO]0[89]_", rf"{_SEP}L[89]{_END}", r"landsat[-_ ]?[89]", r"landsat_[89]", r"OLI_TIRS|OLI")),
+               (rf"{_SEP}L[CO]0[89]_", rf"{_SEP}L[89]{_END}", rf"{_SEP}landsat[-_ ]?0?[89]{_END}", rf"{_SEP}OLI(?:[-_]TIRS)?{_END}")),
         Family("landsat-tm", "Landsat 4-7 TM/ETM+", _TM, r"(?:SR_|ST_)?B[1-8]",
-               (rf"{_SEP}L[ETM]0[4-7]_", rf"{_SEP}L[457]{_END}", r"landsat[-_ ]?[457]", r"landsat_[457]", r"ETM\+?|{_SEP}TM{_END}")),
+               (rf"{_SEP}L[ETM]0[4-7]_", rf"{_SEP}L[457]{_END}", rf"{_SEP}landsat[-_ ]?0?[457]{_END}", rf"{_SEP}E?TM\+?{_END}")),
     )
 }  # fmt: skip
 
@@ -126,6 +127,10 @@ def find(bands: tuple[Band, ...], wanted: str) -> int | None:
     for i, b in enumerate(bands):
         if canonical_band(b.name) == canon:
             return i
+    if key.lower() in ("nir", "swir", "rededge", "lwir"):  # a broad name for the one narrow band of that kind (nir -> nir08)
+        narrow = [i for i, b in enumerate(bands) if b.common and b.common.startswith(key.lower())]
+        if len(set(bands[i].common for i in narrow)) == 1:
+            return narrow[0]
     return None
 
 

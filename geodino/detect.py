@@ -12,6 +12,7 @@ refused with a message listing them and a command that works.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,10 +79,16 @@ def _bands(scene: Scene) -> tuple[Band, ...]:
     return scene.bands or tuple(Band(n, "index" if n.isdigit() else "description") for n in scene.band_names)
 
 
-def _named(scene: Scene, preset: SensorPreset | None, family: Family | None, why: str) -> tuple[Band, ...]:
-    """Every band's identity: the preset's layout for index-only names, then the family's name table."""
+def _layout_fits(scene: Scene, preset: SensorPreset | None) -> bool:
+    """Whether ``preset`` has a layout naming this scene's bands, all of which the file leaves unnamed."""
+    return preset is not None and scene.count in preset.bands and all(b.name_from == "index" for b in _bands(scene))
+
+
+def _named(scene: Scene, preset: SensorPreset | None, family: Family | None, why: str, explicit: bool = False) -> tuple[Band, ...]:
+    """Every band's identity: the preset's layout for index-only names (only when the preset was asked for, or
+    its product defines the band order), then the family's name table."""
     bands = _bands(scene)
-    if preset is not None and all(b.name_from == "index" for b in bands) and scene.count in preset.bands:
+    if preset is not None and (explicit or preset.standard_layout) and _layout_fits(scene, preset):
         layout = preset.bands[scene.count]
         bands = tuple(
             Band(n, f"preset {preset.name} layout for {scene.count} bands ({why})", *_common(n)) for n in layout
@@ -112,19 +119,29 @@ def _select(bands: tuple[Band, ...], wanted: list[str], scene: Scene) -> tuple[i
 
 
 def example(scene: Scene, n_inputs: int = 3) -> str:
-    """A command that runs on this scene: its first bands (repeated as needed) through a percentile stretch."""
-    pick = ",".join(str(min(i, scene.count - 1) + 1) for i in range(n_inputs))
+    """A command that runs on this scene: its first bands (repeated as needed) through a percentile stretch, or,
+    when its bands are sensor band numbers, the red, green, blue of each sensor they could be from."""
     files = " ".join(Path(p).name for p in scene.paths[:4]) + (" ..." if len(scene.paths) > 4 else "")
+    names = [b.name for b in _bands(scene)]
+    per_family = []
+    for f in FAMILIES.values():
+        by_common = {c: n for n in names if is_band_number_name(n) and fits_style(f, n) for c in [f.table[canonical_band(n)]]}
+        if n_inputs == 3 and all(c in by_common for c in ("red", "green", "blue")):
+            per_family.append(f"--bands {by_common['red']},{by_common['green']},{by_common['blue']} if it is {f.sensor}")
+    if per_family:
+        return f"geodino encode {files} OUT.tif {' or '.join(per_family)}"
+    pick = ",".join(str(min(i, scene.count - 1) + 1) for i in range(n_inputs))
     return f"geodino encode {files} OUT.tif --bands {pick}"
 
 
-def _refuse_unmapped(scene: Scene, bands: tuple[Band, ...], n_inputs: int, why: str) -> InputError:
+def _refuse_unmapped(scene: Scene, bands: tuple[Band, ...], n_inputs: int, why: str, layout_hint: str = "") -> InputError:
     presets = ", ".join(sorted(load_presets()))
     because = f" ({why})" if why else ""
+    sensor = f"pass {layout_hint}" if layout_hint else f"pass --sensor (one of {presets})"
     return InputError(
         f"cannot tell which bands of {Path(scene.paths[0]).name} are red, green, blue{because}: its {scene.count} "
         f"band(s), {scene.dtype}, are {describe(bands)}; say which with --bands (names or 1-based indexes), e.g. "
-        f"{example(scene, n_inputs)}, or pass --sensor (one of {presets})"
+        f"{example(scene, n_inputs)}, or {sensor}"
     )
 
 
@@ -156,12 +173,18 @@ def detect(scene: Scene, n_inputs: int = 3, sensor: str | None = None, bands: st
         preset = get_preset(sensor)
         _check_explicit(scene, preset)
         found = None if preset.sensor_family else family_of(scene)[0]  # a family-free preset (generic, pan) keeps the evidence
-        named = _named(scene, preset, found, f"--sensor {preset.name}")
+        named = _named(scene, preset, found, f"--sensor {preset.name}", explicit=True)
         if scene.count == 1 and set(preset.rgb) == {"pan"} and named[0].common is None:
             named = (Band(named[0].name, named[0].name_from, "pan", f"one-band scene (--sensor {preset.name})"),)
-        return _finish(scene, preset, named, wanted, n_inputs, f"{preset.name}: asked for with --sensor")
+        det = _finish(scene, preset, named, wanted, n_inputs, f"{preset.name}: asked for with --sensor")
+        if _layout_fits(scene, preset):
+            layout = ", ".join(preset.bands[scene.count])
+            note = f"{Path(scene.paths[0]).name} names none of its bands: taken in the {preset.name} preset's order {layout} (--sensor)"
+            return Detection(det.preset, det.bands, det.indexes, det.reason, (note,))
+        return det
     family, fam_why = family_of(scene)
     presets = [p for p in load_presets().values() if p.guess and p.takes_dtype(scene.dtype)]
+    layout_hint = ""
     for p in presets:
         if not p.detectable or (p.family and family is not None and p.family != family.name):
             continue
@@ -169,6 +192,8 @@ def detect(scene: Scene, n_inputs: int = 3, sensor: str | None = None, bands: st
             continue
         ev = p.evidence(scene.evidence)
         if ev is not None:
+            if _layout_fits(scene, p) and not p.standard_layout and not layout_hint:
+                layout_hint = f"--sensor {p.name} if the bands are in its order {', '.join(p.bands[scene.count])} ({ev})"
             named = _named(scene, p, family, ev)
             if wanted or _select(named, list(p.rgb), scene) is not None:
                 return _finish(scene, p, named, wanted, n_inputs, f"{p.name}: {ev}")
@@ -206,7 +231,7 @@ def detect(scene: Scene, n_inputs: int = 3, sensor: str | None = None, bands: st
         )
         det = _finish(scene, by["generic"], order, None, n_inputs, "generic (scene-wide percentile stretch): 3 unnamed bands in file order")
         return Detection(det.preset, det.bands, det.indexes, det.reason, (note,))
-    raise _refuse_unmapped(scene, named, n_inputs, fam_why)
+    raise _refuse_unmapped(scene, named, n_inputs, fam_why, layout_hint)
 
 
 def _finish(scene: Scene, preset: SensorPreset, named: tuple[Band, ...], wanted: list[str] | None, n_inputs: int, reason: str) -> Detection:
@@ -231,15 +256,16 @@ def sentinel2_offset(scene: Scene, scale: float) -> tuple[float, str]:
     offset), the processing baseline, the acquisition date; refuses when none is known."""
     tags = dict(scene.tags)
     for k, v in tags.items():
-        if "BOA_ADD_OFFSET" in k.upper():
-            return float(v) * scale, f"offset {v} DN from the metadata's {k}"
-    if "stac:raster:offset" in tags:
-        off = float(tags["stac:raster:offset"])
+        if "BOA_ADD_OFFSET" in k.upper() and _number(v) is not None:
+            return _number(v) * scale, f"offset {v} DN from the metadata's {k}"  # type: ignore[operator]
+    off = _number(tags.get("stac:raster:offset", ""))
+    if off is not None:
         return off, f"offset {off:g} from the STAC item's raster:bands"
     texts = scene.evidence
     for k, v in tags.items():
-        if k.upper() in ("PROCESSING_BASELINE", "S2:PROCESSING_BASELINE"):
-            return _by_baseline(float(v), f"processing baseline {v} in the metadata ({k})", scale)
+        m = re.fullmatch(r"\s*N?(\d{1,2})\.?(\d{2})\s*", v)  # 04.00, 4.00 or N0400
+        if k.upper() in ("PROCESSING_BASELINE", "S2:PROCESSING_BASELINE") and m:
+            return _by_baseline(float(f"{m.group(1)}.{m.group(2)}"), f"processing baseline {v} in the metadata ({k})", scale)
     for t in texts:
         m = re.search(r"MSIL2A_\d{8}T\d{6}_N(\d{2})(\d{2})_", t)
         if m:
@@ -259,6 +285,15 @@ def sentinel2_offset(scene: Scene, scale: float) -> tuple[float, str]:
         "metadata, no N04xx baseline or acquisition date in the product name), so the -1000 DN offset of baseline 04.00 "
         "cannot be decided: pass --sensor sentinel2-l2a-pb04 (from 2022-01-25) or --sensor sentinel2-l2a-legacy (before)"
     )
+
+
+def _number(text: str) -> float | None:
+    """``text`` as a finite float, None when it is not one (a malformed tag is not a fact)."""
+    try:
+        x = float(text)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
 
 
 def _component(match: re.Match[str], text: str) -> str:

@@ -213,6 +213,10 @@ def _brief(value: object) -> str:
 
 def load_head(path: str | Path) -> tuple[LinearHead, dict[str, object]]:
     """Read a head written by :func:`save_head` (weights-only unpickling); malformed files raise one-line :class:`InputError`."""
+    if not Path(path).is_file():
+        raise InputError(
+            f"head file not found: {path}" if not Path(path).exists() else f"{path} is not a file: pass the .pt from train-head"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(blob, dict) or not isinstance(blob.get("info"), dict) or blob["info"].get("format") != HEAD_FORMAT:

@@ -283,7 +283,10 @@ def open_scene(paths: str | Path | Sequence[str | Path]) -> Scene:
     names = [b.name for b in bands]
     named = [canonical_band(b.name) for b in bands if b.name_from != "index"]  # index names are replaced later (STAC)
     if len(set(named)) < len(named) and len(items) > 1:
-        raise InputError(f"band files give repeated band names {names}: rename the files or pass them in order with --bands")
+        raise InputError(
+            f"band files give repeated band names ({', '.join(names)}): two dates or two products of one band? "
+            "encode one date at a time (or stack them into one raster with band descriptions)"
+        )
     dtype = str(first["dtype"])
     if nodata is not None and np.isnan(nodata):
         nodata = float("nan")

@@ -42,6 +42,7 @@ class SensorPreset:
     products: tuple[str, ...] = ()
     metadata: tuple[tuple[str, str], ...] = ()
     family: str | None = None
+    standard_layout: bool = False  # the product defines its band order (NAIP): its layout applies whenever it is detected
     nodata: float | None = None
     guess: bool = True
     path: str = ""
@@ -98,7 +99,7 @@ def sensors_dir() -> Path:
 
 
 #: Keys a preset file may hold, and those of its ``match`` and ``stretch`` mappings.
-PRESET_KEYS = ("name", "description", "family", "match", "bands", "rgb", "scale", "offset", "nodata", "stretch", "guess")
+PRESET_KEYS = ("name", "description", "family", "match", "bands", "standard_layout", "rgb", "scale", "offset", "nodata", "stretch", "guess")
 MATCH_KEYS = ("dtype", "count", "products", "metadata")
 STRETCH_KEYS = ("lo", "hi", "percentiles")
 
@@ -168,6 +169,8 @@ def _problems(raw: object) -> list[str]:
         errors.append(f"offset must be a finite number or 'auto', not {raw.get('offset')!r}")
     if raw.get("nodata") is not None and _num(raw["nodata"]) is None:
         errors.append(f"nodata must be a number or null, not {raw['nodata']!r}")
+    if not isinstance(raw.get("standard_layout", False), bool):
+        errors.append(f"standard_layout must be true or false, not {raw['standard_layout']!r}")
     if not isinstance(raw.get("guess", True), bool):
         errors.append(f"guess must be true or false, not {raw['guess']!r}")
     if raw.get("stretch") is not None:
@@ -230,6 +233,7 @@ def _parse(path: Path) -> SensorPreset:
         products=tuple(str(p) for p in _listed(match.get("products", []))),
         metadata=tuple((str(k), str(v)) for k, v in (match.get("metadata") or {}).items()),
         family=raw.get("family"),
+        standard_layout=raw.get("standard_layout", False),
         nodata=None if raw.get("nodata") is None else float(raw["nodata"]),
         guess=raw.get("guess", True),
         path=str(path),

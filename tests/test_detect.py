@@ -198,3 +198,56 @@ def test_clipping_warns_above_5_percent_and_records_the_fractions(tmp_path: Path
     a = adapt(list(files.values()))
     assert all(h == pytest.approx(0.1, abs=0.01) for h in a.clipped_high) and all(lo == 0 for lo in a.clipped_low)
     assert any("clips more than 5%" in n for n in a.notes)
+
+
+# --- found by a hostile review ------------------------------------------------------------------------
+
+
+def test_a_product_name_does_not_name_the_bands_of_an_unnamed_stack(tmp_path: Path) -> None:
+    """An S2 L2A export in spectral order (B02, B03, B04, B08) with no band names: the preset's layout is not assumed."""
+    stack = write_raster(tmp_path / "S2A_MSIL2A_20220301T101010_N0400_R022_T33UUP_stack.tif", np.stack(list(s2_bands(1000).values())))
+    with pytest.raises(InputError, match=r"pass --sensor sentinel2-l2a if the bands are in its order B04, B03, B02, B08"):
+        adapt(stack)
+    a = adapt(stack, sensor="sentinel2-l2a")  # the user vouches for the order
+    assert a.names == ("B04", "B03", "B02") and any(
+        "names none of its bands: taken in the sentinel2-l2a preset's order" in n for n in a.notes
+    )
+
+
+def test_sensor_hints_are_whole_tokens(tmp_path: Path) -> None:
+    files = band_files(tmp_path / "data_minneapolis", "B{}.TIF", {str(i): reflectance(i) for i in (1, 2, 3, 4)}, LANDSAT_GRID)
+    with pytest.raises(InputError) as err:  # 'oli' inside 'minneapolis' is not Landsat OLI
+        adapt(list(files.values()))
+    assert "--bands B4,B3,B2 if it is Landsat 8/9 OLI or --bands B3,B2,B1 if it is Landsat 4-7 TM/ETM+" in str(err.value)
+    tm = band_files(tmp_path / "minneapolis" / "landsat5", "B{}.TIF", {str(i): reflectance(i) for i in (1, 2, 3)}, LANDSAT_GRID)
+    assert adapt(list(tm.values())).names == ("B3", "B2", "B1")
+
+
+@pytest.mark.parametrize(("tag", "offset"), [("N0509", -0.1), ("05.09", -0.1), ("02.06", 0.0)])
+def test_baseline_tags_in_any_spelling_and_malformed_ones_are_no_facts(tmp_path: Path, tag: str, offset: float) -> None:
+    import rasterio
+
+    paths = []
+    for b, a in s2_bands(1000).items():
+        path = write_raster(tmp_path / f"S2B_MSIL2A_{b}.tif", a[None], transform=S2_GRID)
+        with rasterio.open(path, "r+") as ds:
+            ds.update_tags(PROCESSING_BASELINE=tag, BOA_ADD_OFFSET_B2="n/a")
+        paths.append(path)
+    assert adapt(paths).offset == pytest.approx(offset)
+    for p in paths:
+        with rasterio.open(p, "r+") as ds:
+            ds.update_tags(PROCESSING_BASELINE="unknown")
+    with pytest.raises(InputError, match="nothing says the processing baseline"):
+        adapt(paths)
+
+
+def test_broad_common_names_take_the_one_narrow_band(shared_data: Path) -> None:
+    files = [shared_data / "landsat8_labels" / f"L8-B{b}-Elkton-VA.tiff" for b in (5, 4, 3)]
+    assert adapt(files, bands="nir,red,green").names == ("B5", "B4", "B3")
+
+
+def test_repeated_band_names_say_what_to_do(tmp_path: Path) -> None:
+    a = band_files(tmp_path / "d1", "T33UUP_20220301T101010_{}_10m.tif", s2_bands(1000))
+    b = band_files(tmp_path / "d2", "T33UUP_20220601T101010_{}_10m.tif", s2_bands(1000))
+    with pytest.raises(InputError, match="encode one date at a time"):
+        open_scene([str(a["B04"]), str(a["B03"]), str(b["B04"])])

@@ -153,7 +153,8 @@ def test_invalid_preset_is_refused_in_one_line(tmp_path: Path, text: str, error:
 def test_every_preset_error_is_reported_together(tmp_path: Path) -> None:
     errors = _preset(tmp_path, "name: p\nrgb: []\nscale: .nan\ncolour: true\nstretch: {lo: 1, hi: 0}\n")
     assert errors == (
-        "unknown key 'colour' (known: name, description, family, match, bands, rgb, scale, offset, nodata, stretch, guess); "
+        "unknown key 'colour' (known: name, description, family, match, bands, standard_layout, rgb, scale, offset, nodata, "
+        "stretch, guess); "
         "rgb must be a non-empty list of band names (strings); scale must be a finite non-zero number, not nan; "
         "stretch lo 1 must be below hi 0"
     )
