@@ -83,7 +83,8 @@ def found_in(match: re.Match[str], text: str) -> str:
     """``'LC08_L2SP' in LC08_L2SP_..._B4.TIF``: the match and the path component (or metadata entry) holding it."""
     if "=" in text and "/" not in text.partition("=")[0]:
         return f"{match.group(0).strip('_-./ ')!r} in metadata {text[:80]}"
-    start = text.rfind("/", 0, match.start()) + 1
+    first = match.start() + len(match.group(0)) - len(match.group(0).lstrip("_-./ "))  # past a leading separator
+    start = text.rfind("/", 0, first) + 1
     end = text.find("/", match.end())
     return f"{match.group(0).strip('_-./ ')!r} in {text[start : end if end >= 0 else None]}"
 

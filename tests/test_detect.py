@@ -65,7 +65,7 @@ def test_shared_landsat8_files_in_every_order_identified_not_scaled_as_l2(shared
     a = adapt(files)
     assert a.preset == "generic" and a.names == ("B4", "B3", "B2") and a.scale == 1.0 and a.offset == 0.0
     assert selected(a) == ["red", "green", "blue"] and all(b["common_from"] == "Landsat 8/9 OLI name table" for b in a.selected())
-    assert "'L8' in landsat8_labels/L8-B" in a.reason and "no product id or metadata says the processing level" in a.reason
+    assert "'L8' in L8-B2-Elkton-VA.tiff" in a.reason and "no product id or metadata says the processing level" in a.reason
 
 
 def test_same_name_different_band_on_landsat_4_7(tmp_path: Path) -> None:
