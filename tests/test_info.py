@@ -163,14 +163,18 @@ def test_refusals_become_problems_with_a_checked_command(tmp_path: Path) -> None
     rng = np.random.default_rng(2)
     name = "S2A_MSIL2A_20230101T101010_N0509_R022_T33UUP_20230101T120000.tif"  # baseline 05.09: offset -1000 DN
     bright = write_raster(tmp_path / name, rng.integers(6000, 8000, (4, 64, 64)).astype(np.uint16))
-    rep = scene_report([bright], "geodino_tiny_mlp")
+    unnamed = scene_report([bright], "geodino_tiny_mlp")  # a product name tells the sensor, not the order of unnamed bands
+    assert (
+        unnamed["problem"]["stage"] == "detect" and "--sensor sentinel2-l2a if the bands are in its order" in unnamed["problem"]["message"]
+    )
+    rep = scene_report([bright], "geodino_tiny_mlp", sensor="sentinel2-l2a")
     assert rep["problem"]["stage"] == "clipping" and "white picture" in rep["problem"]["message"]
-    assert rep["problem"]["example_args"] == ["--allow-clipping"] and rep["problem"]["example_checked"]
+    assert rep["problem"]["example_args"] == ["--sensor", "sentinel2-l2a", "--allow-clipping"] and rep["problem"]["example_checked"]
     assert rep["preset"]["name"] == "sentinel2-l2a" and min(s["clipped_high"] for s in rep["stretch"]["inputs"]) > 0.5
-    assert not rep["ok"] and scene_report([bright], "geodino_tiny_mlp", allow_clipping=True)["ok"]
+    assert not rep["ok"] and scene_report([bright], "geodino_tiny_mlp", sensor="sentinel2-l2a", allow_clipping=True)["ok"]
 
     no_baseline = write_raster(tmp_path / "S2B_MSIL2A_scene.tif", rng.integers(1000, 3000, (4, 64, 64)).astype(np.uint16))
-    rep = scene_report([no_baseline], "geodino_tiny_mlp")
+    rep = scene_report([no_baseline], "geodino_tiny_mlp", sensor="sentinel2-l2a")
     assert rep["problem"]["stage"] == "adapter" and "processing baseline" in rep["problem"]["message"]
     assert rep["preset"]["name"] == "sentinel2-l2a" and rep["problem"]["example_checked"]
     assert rep["problem"]["example_args"] == ["--sensor", "generic", "--bands", "1,2,3"]
