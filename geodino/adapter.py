@@ -95,7 +95,7 @@ class BandAdapter:
         return json.dumps(self.record(), separators=(",", ":"))
 
 
-def _decimated(scene: Scene, indexes: tuple[int, ...], side: int = STATS_SIDE) -> tuple[np.ndarray, np.ndarray | None]:
+def decimated_read(scene: Scene, indexes: tuple[int, ...], side: int = STATS_SIDE) -> tuple[np.ndarray, np.ndarray | None]:
     """``(C, h, w)`` nearest-neighbour decimated read of the selected bands (overviews used when present)."""
     h, w = scene.shape
     f = max(1.0, max(h, w) / side)
@@ -184,7 +184,7 @@ def prepare(
         how.append(f"fixed stretch from the preset (the whole {scene.dtype} range fits it: nothing can clip, no sample read)")
         low, high, clip_notes, nonfinite, sampled = [0.0] * n_inputs, [0.0] * n_inputs, [], 0, 0
     else:
-        sample, mask = _decimated(scene, indexes)
+        sample, mask = decimated_read(scene, indexes)
         probe = BandAdapter(preset.name, indexes, names, 1.0, 0.0, (0.0,) * n_inputs, (1.0,) * n_inputs, nodata, "")
         valid = probe.valid(sample, mask)  # NaN/inf pixels are invalid, so left out of every statistic
         sampled = int(sample.shape[1] * sample.shape[2])

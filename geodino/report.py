@@ -25,7 +25,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
-from geodino.adapter import STATS_SIDE, BandAdapter, _decimated, prepare
+from geodino.adapter import STATS_SIDE, BandAdapter, decimated_read, prepare
 from geodino.bands import Band, with_family
 from geodino.detect import Detection, detect, example, family_of
 from geodino.engine import EncodeOptions, check_options, estimate_memory, make_plan, n_params
@@ -174,7 +174,7 @@ def _validity(scene: Scene, prepared: Scene | None, adapter: BandAdapter | None)
         indexes, nodata = tuple(range(scene.count)), scene.nodata
         read = scene.on_grid_of(indexes)[0] if scene.band_grids else scene
     side = STATS_SIDE if len(indexes) <= 16 else max(64, int(math.sqrt(_ALL_BANDS_BUDGET / len(indexes))))
-    sample, mask = _decimated(read, indexes, side)
+    sample, mask = decimated_read(read, indexes, side)
     finite = np.isfinite(sample).all(axis=0) if np.issubdtype(sample.dtype, np.floating) else np.ones(sample.shape[1:], bool)
     is_nodata = np.zeros(sample.shape[1:], bool)
     if nodata is not None and not np.isnan(nodata):
