@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/canopy_speed.py
 	$(BIN)/python bench/scaleout_speed.py
+	$(BIN)/python bench/input_contract.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
