@@ -34,6 +34,7 @@ def demo_cmd(
     n_params = sum(p.numel() for p in net.parameters())
     console.print(f"scene      {r.scene} ({r.scene_origin})")
     console.print(f"adapter    {res.adapter.preset}: bands {', '.join(res.adapter.names)}; {res.adapter.stretch}")
+    console.print(f"preset     {res.adapter.reason}", markup=False, highlight=False)
     console.print(f"model      {net.spec.name if net.spec else model}: {n_params / 1e6:.2f}M parameters")
     note = "  [bold red](RANDOM: the features and the picture carry no meaning)[/]" if r.random_weights else ""
     console.print(f"weights    {net.weights_info.source if net.weights_info else '?'}{note}")
