@@ -149,7 +149,7 @@ def _cannot_clip(dtype: str, preset: SensorPreset, offset: float) -> bool:
         return False
     info = np.iinfo(np.dtype(dtype))
     ends = sorted((info.min * preset.scale + offset, info.max * preset.scale + offset))
-    return float(preset.stretch["lo"]) <= ends[0] and ends[1] <= float(preset.stretch["hi"])  # type: ignore[arg-type]
+    return preset.stretch_end("lo") <= ends[0] and ends[1] <= preset.stretch_end("hi")
 
 
 def prepare(
@@ -178,9 +178,10 @@ def prepare(
     if preset.offset == "auto":
         offset, why = sentinel2_offset(scene, preset.scale)
         how.append(why)
+    clip_notes: list[str]
     if preset.percentiles is None and _cannot_clip(scene.dtype, preset, offset):
-        lo = (float(preset.stretch["lo"]),) * n_inputs  # type: ignore[arg-type]
-        hi = (float(preset.stretch["hi"]),) * n_inputs  # type: ignore[arg-type]
+        lo = (preset.stretch_end("lo"),) * n_inputs
+        hi = (preset.stretch_end("hi"),) * n_inputs
         how.append(f"fixed stretch from the preset (the whole {scene.dtype} range fits it: nothing can clip, no sample read)")
         low, high, clip_notes, nonfinite, sampled = [0.0] * n_inputs, [0.0] * n_inputs, [], 0, 0
     else:
@@ -200,8 +201,8 @@ def prepare(
             hi = tuple(float(v) for v in np.percentile(scaled, q, axis=1))
             how.append(f"percentiles {p:g}-{q:g} per band from a {sample.shape[2]}x{sample.shape[1]} decimated read of the whole scene")
         else:
-            lo = (float(preset.stretch["lo"]),) * n_inputs  # type: ignore[arg-type]
-            hi = (float(preset.stretch["hi"]),) * n_inputs  # type: ignore[arg-type]
+            lo = (preset.stretch_end("lo"),) * n_inputs
+            hi = (preset.stretch_end("hi"),) * n_inputs
             how.append("fixed stretch from the preset")
         low, high, clip_notes = _clipping(det, scaled, lo, hi, allow_clipping)
     adapter = BandAdapter(

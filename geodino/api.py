@@ -25,7 +25,7 @@ from geodino.features import FeatureExtractor, parse_layers
 from geodino.models.vit import DinoVisionTransformer
 from geodino.scene import Scene
 from geodino.scene import open_scene as scene_of
-from geodino.tiling import cell_centres, feature_geobox
+from geodino.tiling import cell_centres, feature_geobox, grid_crs
 from geodino.writer import zarr_attrs
 
 SCENE_ATTR = "geodino_scene"
@@ -46,6 +46,7 @@ def open_scene(paths: str | Path | Sequence[str | Path], chunks: dict[str, int] 
     parts = []
     for path in scene.paths:
         da = rioxarray.open_rasterio(path, chunks=chunks, lock=False)
+        assert isinstance(da, xr.DataArray)  # a scene's files are plain rasters (open_scene read them with rasterio)
         keep = [b for p, b in scene.band_sources if p == path]  # alpha bands are masks, not bands
         parts.append(da.sel(band=keep))
     out = parts[0] if len(parts) == 1 else xr.concat(parts, dim="band")
@@ -61,7 +62,7 @@ def _scene(x: xr.DataArray | Scene | str | Path | Sequence[str | Path], bands: s
     if isinstance(x, Scene):
         return x, bands
     if not isinstance(x, xr.DataArray):
-        return scene_of(x), bands  # type: ignore[arg-type]
+        return scene_of(x), bands
     if SCENE_ATTR not in x.attrs:
         raise InputError("encode takes a scene from geodino.open_scene (or a path): write other arrays to a GeoTIFF (da.rio.to_raster)")
     if SCENE_ATTR not in x.encoding:
@@ -143,8 +144,9 @@ def encode(
 
     scene, bands = _scene(scene, bands)
     if isinstance(model, str):
-        ref: ModelRef | None = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision, check_hash=check_hash)
-        extractor = ref.extractor()  # type: ignore[union-attr]
+        built = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision, check_hash=check_hash)
+        ref: ModelRef | None = built
+        extractor = built.extractor()
     else:
         ref = None
         extractor = FeatureExtractor(model, layers, device, precision) if isinstance(model, DinoVisionTransformer) else model
@@ -167,4 +169,4 @@ def encode(
     attrs = zarr_attrs(block_metadata(scene, blocks, adapter, extractor, options))
     names = band_names(extractor.layers, extractor.embed_dim, None)
     out = xr.DataArray(da.block(rows), dims=("feature", "y", "x"), coords={"feature": names, "y": y, "x": x}, attrs=attrs, name="features")
-    return out.rio.write_crs(fgeo.crs.to_wkt()).rio.write_transform(fgeo.affine).rio.write_nodata(np.nan, encoded=False)
+    return out.rio.write_crs(grid_crs(fgeo).to_wkt()).rio.write_transform(fgeo.affine).rio.write_nodata(np.nan, encoded=False)

@@ -122,7 +122,7 @@ class ModelRef:
 
     def inputs(self) -> list[str]:
         """The files this model reads (weights, band mixer): a run must never write over them."""
-        return [p for p in (self.weights, self.mixer) if p not in (None, "random")]  # type: ignore[misc]
+        return [p for p in (self.weights, self.mixer) if p not in (None, "random")]
 
     def extractor(self) -> FeatureExtractor:
         """The extractor, built on first use in this process and kept (one per ref)."""

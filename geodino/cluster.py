@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from geodino.adapter import BandAdapter, prepare
 from geodino.blocks import Block, BlockPlan, ModelRef, auto_chunk, block_metadata, encode_block, release
@@ -29,6 +30,9 @@ from geodino.outputs import OutputSet, absolute
 from geodino.runstore import ZarrRun, file_identity, write_block
 from geodino.scene import Scene, open_scene
 from geodino.tiling import TilePlan, feature_geobox
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 #: ``progress(blocks_done, blocks_total)``
 Progress = Callable[[int, int], None]
@@ -144,7 +148,7 @@ def _run_blocks(
     missing = len(blocks) - len(run.done())
     if missing:
         raise InputError(f"{missing} blocks were not written: re-run the same command to finish {out}")
-    tiles_run = meta["blocks"]["tiles_run"]  # type: ignore[index]
+    tiles_run = cast("dict[str, int]", meta["blocks"])["tiles_run"]
     return ZarrResult(out, plan.grid_shape, len(names), len(blocks), chunk, len(done), tiles_run, 0.0, runner.where, meta)
 
 
@@ -179,8 +183,8 @@ class BlockRunner:
     def __init__(self, scheduler: str | None = None, workers: int | None = None, threads: int | None = None) -> None:
         self.scheduler, self.workers = scheduler, workers
         self.threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers else None)
-        self.client: object = None
-        self.cluster: object = None
+        self.client: Client | None = None
+        self.cluster: LocalCluster | None = None
         self.n_workers = workers or 1  # a remote cluster's count is known once connected
         if workers is not None:
             t = self.threads
@@ -206,18 +210,18 @@ class BlockRunner:
             # Not dask's default client: a notebook's own client (or none) stays the default for other work.
             # The connect timeout is dask's config distributed.comm.timeouts.connect.
             self.client = Client(self.cluster or self.scheduler, set_as_default=False)
-            self.n_workers = self.workers or max(1, len(self.client.scheduler_info().get("workers", {})))  # type: ignore[attr-defined]
+            self.n_workers = self.workers or max(1, len(self.client.scheduler_info().get("workers", {})))
         except (OSError, ValueError) as exc:  # ValueError: not an address
             self.__exit__()
             raise InputError(f"cannot reach the dask scheduler {self.scheduler}: {exc}") from None
         return self
 
-    def __exit__(self, exc_type: object = None, *exc: object) -> None:
-        if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, Terminated)):  # type: ignore[arg-type]
+    def __exit__(self, exc_type: type[BaseException] | None = None, *exc: object) -> None:
+        if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, Terminated)):
             logging.getLogger("distributed").setLevel(logging.ERROR)  # cancelled tasks and killed workers are expected now
         for part in (self.client, self.cluster):
             if part is not None:
-                part.close()  # type: ignore[attr-defined]
+                part.close()
         self.client = self.cluster = None
 
     def run(self, job: Callable[[Block], str], todo: list[Block], done: Callable[[int], None]) -> None:
@@ -232,16 +236,16 @@ class BlockRunner:
         # One block in flight per worker thread: a worker that finishes gets the next block, so equal
         # blocks spread evenly whatever the scheduler would have guessed about their cost up front.
         client, pending = self.client, iter(todo)
-        info = client.scheduler_info().get("workers", {})  # type: ignore[attr-defined]
+        info = client.scheduler_info().get("workers", {})
         slots = max(1, sum(int(w.get("nthreads", 1)) for w in info.values()))
-        first = [client.submit(job, b, pure=False) for b in itertools.islice(pending, slots)]  # type: ignore[attr-defined]
-        running = as_completed(first, loop=client.loop)  # type: ignore[attr-defined]
+        first = [client.submit(job, b, pure=False) for b in itertools.islice(pending, slots)]
+        running = as_completed(first, loop=client.loop)
         for n, fut in enumerate(running, 1):
             fut.result()
             done(n)
             nxt = next(pending, None)
             if nxt is not None:
-                running.add(client.submit(job, nxt, pure=False))  # type: ignore[attr-defined]
+                running.add(client.submit(job, nxt, pure=False))
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from geodino.bands import Band, canonical_band, describe
 from geodino.detect import detect
@@ -185,7 +185,7 @@ def map_inputs(
         note = (f"{what} records no input contract (written by an older geodino): its bands are chosen as for encode "
                 "(detection, --sensor, --bands), not by identity, and its stretch and GSD are not checked")  # fmt: skip
         return InputMap(sensor, bands, (note,))
-    want = [identity(b) for b in contract["bands"]]  # type: ignore[union-attr]
+    want = [identity(b) for b in cast("list[Mapping[str, object]]", contract["bands"])]  # shape checked by contract_problem
     if not strict and not any(_known(b) for b in want):  # e.g. a mixer built with the default names 1..N
         note = f"{what}'s input bands have no known identity ({', '.join(b['name'] or '' for b in want)}): chosen as for encode"
         return InputMap(sensor, bands, (note + " (--bands, detection)",))

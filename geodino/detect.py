@@ -256,8 +256,8 @@ def sentinel2_offset(scene: Scene, scale: float) -> tuple[float, str]:
     offset), the processing baseline, the acquisition date; refuses when none is known."""
     tags = dict(scene.tags)
     for k, v in tags.items():
-        if "BOA_ADD_OFFSET" in k.upper() and _number(v) is not None:
-            return _number(v) * scale, f"offset {v} DN from the metadata's {k}"  # type: ignore[operator]
+        if "BOA_ADD_OFFSET" in k.upper() and (n := _number(v)) is not None:
+            return n * scale, f"offset {v} DN from the metadata's {k}"
     off = _number(tags.get("stac:raster:offset", ""))
     if off is not None:
         return off, f"offset {off:g} from the STAC item's raster:bands"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import rasterio
@@ -20,7 +21,7 @@ import torch
 import geodino
 from geodino.adapter import BandAdapter, prepare
 from geodino.errors import GeodinoError, InputError
-from geodino.features import FeatureExtractor
+from geodino.features import FeatureExtractor, Tokens
 from geodino.outputs import OutputSet, check_targets, own_outputs
 from geodino.pca import PCA, CellSampler, fit_pca
 from geodino.reader import SceneReader, TileData, cell_valid, prefetch
@@ -29,6 +30,9 @@ from geodino.stitch import Stitcher
 from geodino.tiling import TilePlan, feature_geobox
 from geodino.tokens import TokenCollector, tokens_path
 from geodino.writer import GDAL_CACHE_MB, FeatureWriter, check_format
+
+if TYPE_CHECKING:
+    from geodino.models.specs import WeightsSpec
 
 #: ``progress(tiles_done, tiles_total)``
 Progress = Callable[[int, int], None]
@@ -188,11 +192,18 @@ def _encode(
 TileSink = Callable[[TileData, np.ndarray, np.ndarray, "torch.Tensor | None", "torch.Tensor | None"], None]
 
 
+class TileModel(Protocol):
+    """What :func:`stream_tiles` runs: a feature extractor or a predictor (``out_stride`` optional, default the patch)."""
+
+    def normalize(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, x: torch.Tensor) -> Tokens: ...
+
+
 def stream_tiles(
     scene: Scene,
     plan: TilePlan,
     adapter: BandAdapter,
-    extractor: FeatureExtractor,
+    extractor: TileModel,
     options: EncodeOptions,
     on_tile: TileSink,
     on_row_done: Callable[[], None],
@@ -212,7 +223,7 @@ def stream_tiles(
     def flush() -> None:
         nonlocal model_seconds, done, skipped
         full = [d for d in pending if not d.empty]
-        outs = None
+        outs: Iterator[tuple[Any, Any, Any]] = iter(())
         if full:
             x = torch.from_numpy(np.stack([d.x for d in full]))
             valid = torch.from_numpy(np.stack([d.valid for d in full]))
@@ -227,7 +238,7 @@ def stream_tiles(
             if d.empty:
                 skipped += 1
             else:
-                out, cls_i, storage_i = next(outs)  # type: ignore[call-overload]
+                out, cls_i, storage_i = next(outs)
                 on_tile(d, out, cell_valid(d.valid, stride), cls_i, storage_i)
             if d.tile.col == last_col:
                 on_row_done()
@@ -295,12 +306,12 @@ def run_metadata(
     }
 
 
-def n_params(spec: object) -> int:
+def n_params(spec: WeightsSpec) -> int:
     """Parameters of a weights spec's backbone (counted on the meta device: nothing allocated)."""
     from geodino.models.vit import DinoVisionTransformer
 
     with torch.device("meta"):
-        return sum(p.numel() for p in DinoVisionTransformer(spec.arch).parameters())  # type: ignore[attr-defined]
+        return sum(p.numel() for p in DinoVisionTransformer(spec.arch).parameters())
 
 
 def estimate_memory(

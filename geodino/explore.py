@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -16,6 +17,9 @@ from rasterio.transform import rowcol
 
 from geodino.errors import InputError
 from geodino.pca import fit_pca, to_rgb8
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def open_features(path: str | Path, chunks: dict[str, int] | None = None) -> xr.DataArray:
@@ -34,7 +38,10 @@ def open_features(path: str | Path, chunks: dict[str, int] | None = None) -> xr.
             da = da.assign_coords(band=da["band_name"].values)
         da.attrs = {**ds.attrs, **da.attrs}
     else:
-        da = rioxarray.open_rasterio(path, chunks=chunks or {"band": -1, "y": 256, "x": 256}, mask_and_scale=True)
+        opened = rioxarray.open_rasterio(path, chunks=chunks or {"band": -1, "y": 256, "x": 256}, mask_and_scale=True)
+        if not isinstance(opened, xr.DataArray):  # a file of subdatasets (e.g. netCDF) opens as a Dataset or a list
+            raise InputError(f"{path} holds several arrays (subdatasets): not a feature raster")
+        da = opened
         names = da.attrs.get("long_name")
         if isinstance(names, (tuple, list)) and len(names) == da.sizes["band"]:
             da = da.assign_coords(band=list(names))
@@ -47,7 +54,7 @@ def _table(features: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
         features = features.transpose("feature", ...)
     values = np.asarray(features.values, dtype=np.float32)
     flat = values.reshape(values.shape[0], -1).T
-    return flat, ~np.isnan(flat).any(axis=1)
+    return flat, np.asarray(~np.isnan(flat).any(axis=1))  # asarray: for the type (numpy's stubs)
 
 
 def _like(features: xr.DataArray, data: np.ndarray, name: str, extra_dim: tuple[str, list[object]] | None = None) -> xr.DataArray:
@@ -141,7 +148,7 @@ def kmeans(features: xr.DataArray, k: int, iterations: int = 50, seed: int = 0) 
     return _like(features, out.reshape(features.sizes["y"], features.sizes["x"]), "cluster")
 
 
-def plot(data: xr.DataArray, ax: object = None, title: str | None = None, **imshow: object) -> object:
+def plot(data: xr.DataArray, ax: Axes | None = None, title: str | None = None, **imshow: Any) -> Axes:
     """Show a DataArray on map coordinates (matplotlib): features ``(feature, y, x)`` as their PCA RGB, an
     RGB ``(band=3, y, x)`` (a scene is stretched 2-98 % per band), or one layer ``(y, x)`` with a colour bar.
     Axes are in the CRS's units; returns the matplotlib ``Axes``."""
@@ -164,18 +171,18 @@ def plot(data: xr.DataArray, ax: object = None, title: str | None = None, **imsh
         if np.nanmax(rgb) > 1:  # scene DNs: stretch each band
             lo, hi = np.nanpercentile(rgb, [2, 98], axis=(1, 2), keepdims=True)
             rgb = (rgb - lo) / np.maximum(hi - lo, 1e-12)
-        image = ax.imshow(np.clip(np.nan_to_num(rgb.transpose(1, 2, 0)), 0, 1), extent=extent, **imshow)  # type: ignore[attr-defined]
+        image = ax.imshow(np.clip(np.nan_to_num(rgb.transpose(1, 2, 0)), 0, 1), extent=extent, **imshow)
     else:
         values = np.asarray(data.values)
         if np.issubdtype(values.dtype, np.integer) and data.name in ("cluster", "class"):  # labels, not DNs
             values = np.ma.masked_less(values, 0)
             imshow.setdefault("cmap", "tab10")
             imshow.setdefault("interpolation", "nearest")
-        image = ax.imshow(values, extent=extent, **imshow)  # type: ignore[attr-defined]
+        image = ax.imshow(values, extent=extent, **imshow)
         plt.colorbar(image, ax=ax, shrink=0.8, label=str(data.name or ""))
     crs = data.rio.crs if hasattr(data, "rio") else None
     unit = f" ({crs.to_string()})" if crs else ""
-    ax.set_xlabel(f"x{unit}")  # type: ignore[attr-defined]
-    ax.set_ylabel(f"y{unit}")  # type: ignore[attr-defined]
-    ax.set_title(title if title is not None else str(data.name or ""))  # type: ignore[attr-defined]
+    ax.set_xlabel(f"x{unit}")
+    ax.set_ylabel(f"y{unit}")
+    ax.set_title(title if title is not None else str(data.name or ""))
     return ax

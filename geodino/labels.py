@@ -18,6 +18,7 @@ from rasterio.vrt import WarpedVRT
 
 from geodino.errors import InputError
 from geodino.scene import Scene
+from geodino.tiling import grid_crs
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 DEFAULT_COLUMNS = ("class", "label", "class_id", "landcover", "lc")
@@ -63,7 +64,7 @@ def _vector(scene: Scene, path: Path, column: str | None) -> Labels:
         raise InputError(f"labels {path} have no column {column!r} (columns: {', '.join(columns) or 'none'})")
     if gdf.crs is None:
         raise InputError(f"labels {path} have no CRS")
-    gdf = gdf[gdf.geometry.notna() & gdf[column].notna()].to_crs(scene.geobox.crs.to_wkt())
+    gdf = gdf[gdf.geometry.notna() & gdf[column].notna()].to_crs(grid_crs(scene.geobox).to_wkt())
     values = tuple(sorted(gdf[column].unique().tolist()))
     index = {v: i for i, v in enumerate(values)}
     shapes = [(geom, index[v]) for geom, v in zip(gdf.geometry, gdf[column], strict=True) if not geom.is_empty]
@@ -87,7 +88,7 @@ def _raster(scene: Scene, path: Path) -> Labels:
                     "(a continuous raster is not a class map)"
                 )
             with WarpedVRT(
-                ds, crs=scene.geobox.crs.to_wkt(), transform=scene.transform, width=w, height=h, resampling=Resampling.nearest
+                ds, crs=grid_crs(scene.geobox).to_wkt(), transform=scene.transform, width=w, height=h, resampling=Resampling.nearest
             ) as v:
                 data = v.read(1)
                 valid = v.read_masks(1) > 0

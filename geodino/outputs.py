@@ -330,7 +330,7 @@ class OutputSet:
         """Move every written temporary into place at once (all ``roles``, default those written). The old
         outputs are moved aside first and deleted only when every new one is in place."""
         roles = [r for r in (roles or self.targets) if self.temp(r).exists() or self.temp(r).is_symlink()]
-        moved: list[list[object]] = []  # [final, old moved aside or None, new moved in]
+        moved: list[tuple[Path, Path | None, bool]] = []  # (final, old moved aside or None, new moved in)
         with signals_held():
             try:
                 for role in roles:
@@ -342,15 +342,15 @@ class OutputSet:
                     if t.path.exists() or t.path.is_symlink():
                         old = t.path.with_name(f"{t.prefix}{os.getpid()}-old-{role}")
                         os.replace(t.path, old)
-                    moved.append([t.path, old, False])
+                    moved.append((t.path, old, False))
                     os.replace(src, t.path)
-                    moved[-1][2] = True
+                    moved[-1] = (t.path, old, True)
             except BaseException as exc:
                 for final, old, new_in in reversed(moved):
                     if new_in:
-                        remove_path(final)  # type: ignore[arg-type]
+                        remove_path(final)
                     if old is not None:
-                        os.replace(old, final)  # type: ignore[arg-type]
+                        os.replace(old, final)
                 if isinstance(exc, OSError) and disk_error(exc) is None:
                     raise OutputError(
                         f"cannot move {moved[-1][0] if moved else 'the outputs'} into place ({exc.strerror}); nothing was changed"
@@ -358,7 +358,7 @@ class OutputSet:
                 raise
             for _, old, _ in moved:
                 if old is not None:
-                    remove_path(old)  # type: ignore[arg-type]
+                    remove_path(old)
         COMMITTED.extend(self.path(r) for r in roles)
         self.committed = True
         return {r: self.path(r) for r in roles}

@@ -11,12 +11,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 import geodino
 from geodino.adapter import BandAdapter, prepare
@@ -28,6 +29,10 @@ from geodino.scene import Scene, open_scene
 from geodino.stitch import Stitcher
 from geodino.writer import GDAL_CACHE_MB, NODATA_CLASS, FeatureWriter
 
+if TYPE_CHECKING:
+    from geodino.heads.chmv2 import CanopyHeightModel
+    from geodino.landcover import LinearHead
+
 
 class CanopyPredictor:
     """A canopy-height model on its device: ``(B, 3, T, T)`` in [0, 1] -> ``(B, 1, T, T)`` metres."""
@@ -36,7 +41,7 @@ class CanopyPredictor:
     dim = 1
     in_bands = 3
 
-    def __init__(self, model: nn.Module, device: str | None = "auto", precision: str = "fp32") -> None:
+    def __init__(self, model: CanopyHeightModel, device: str | None = "auto", precision: str = "fp32") -> None:
         self.device = resolve_device(device)
         self.precision = check_precision(precision)
         self.model = model.to(self.device).eval()
@@ -64,7 +69,7 @@ class LandCoverPredictor:
 
     out_stride = 1
 
-    def __init__(self, extractor: FeatureExtractor, head: nn.Module, info: dict[str, object]) -> None:
+    def __init__(self, extractor: FeatureExtractor, head: LinearHead, info: dict[str, object]) -> None:
         self.extractor = extractor
         self.head = head.to(extractor.device).eval()
         self.info = info

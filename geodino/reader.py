@@ -44,7 +44,7 @@ def cell_valid(valid: np.ndarray, patch: int) -> np.ndarray:
     if patch == 1:
         return valid
     h, w = valid.shape
-    return valid.reshape(h // patch, patch, w // patch, patch).any(axis=(1, 3))
+    return np.asarray(valid.reshape(h // patch, patch, w // patch, patch).any(axis=(1, 3)))  # asarray: for the type (numpy's stubs)
 
 
 class SceneReader:

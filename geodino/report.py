@@ -20,9 +20,11 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
+from odc.geo.geobox import GeoBox
 from rasterio.errors import NotGeoreferencedWarning
 
 from geodino.adapter import STATS_SIDE, BandAdapter, decimated_read, prepare
@@ -30,7 +32,7 @@ from geodino.bands import Band, with_family
 from geodino.detect import Detection, detect, example, family_of
 from geodino.engine import EncodeOptions, check_options, estimate_memory, make_plan, n_params
 from geodino.errors import InputError
-from geodino.models import get_spec
+from geodino.models import WeightsSpec, get_spec
 from geodino.scene import Scene, open_scene
 from geodino.sensors import get_preset
 from geodino.tiling import TilePlan, feature_geobox
@@ -142,8 +144,8 @@ def _plain_bands(scene: Scene) -> tuple[Band, ...]:
     return scene.bands or tuple(Band(name, "index" if name.isdigit() else "description") for name in scene.band_names)
 
 
-def _pixel(geobox: object) -> list[float]:
-    a = geobox.affine  # type: ignore[attr-defined]
+def _pixel(geobox: GeoBox) -> list[float]:
+    a = geobox.affine
     return [abs(a.a), abs(a.e)]
 
 
@@ -232,11 +234,11 @@ def _grid_guess(scene: Scene, chosen: tuple[int, ...] | None, gsd: float | None)
     return grid
 
 
-def _plan(grid: Scene, spec: object, tile: int, overlap: int, batch_size: int, n: int, chosen: bool) -> dict[str, object]:
-    plan = make_plan(grid, EncodeOptions(tile, overlap, batch_size), spec.patch_size)  # type: ignore[attr-defined]
+def _plan(grid: Scene, spec: WeightsSpec, tile: int, overlap: int, batch_size: int, n: int, chosen: bool) -> dict[str, object]:
+    plan = make_plan(grid, EncodeOptions(tile, overlap, batch_size), spec.patch_size)
     fg = feature_geobox(grid.geobox, plan.patch)
     rows, cols = plan.shape
-    dim = spec.arch.embed_dim  # type: ignore[attr-defined]
+    dim = spec.arch.embed_dim
     mem = estimate_memory(plan, dim, batch_size, n_params(spec), n)
     return {
         "features": {
@@ -253,7 +255,8 @@ def _unusable(report: dict[str, object], paths: str | Path | Sequence[str | Path
     """The report of files that open as rasters but not as a scene (no georeference, rotated, mixed CRS or types);
     re-raises ``exc`` when a file is missing or cannot be read at all."""
     items = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
-    files, bands = [], []
+    files: list[dict[str, object]] = []
+    bands: list[dict[str, object]] = []
     for path in items:
         try:
             with warnings.catch_warnings():
@@ -300,7 +303,7 @@ def _px(size: list[float]) -> str:
 
 def format_report(report: dict[str, object]) -> list[str]:
     """The report as aligned text lines (``geodino info``)."""
-    r: dict = report  # type: ignore[type-arg]
+    r: dict[str, Any] = report
     out: list[str] = []
     add = lambda label, text: out.append(f"{label:<11}{text}")  # noqa: E731
     sc = r["scene"]

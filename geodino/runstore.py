@@ -21,6 +21,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from odc.geo.geobox import GeoBox
@@ -34,7 +35,7 @@ from geodino.writer import feature_dataset, remove_partials, seal_store
 FEATURE_CHUNK = 256
 
 
-def _jsonable(value: object) -> object:
+def _jsonable(value: object) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
@@ -84,7 +85,7 @@ class ZarrRun:
     ) -> set[str]:
         """Create the run folder and an empty store, or resume a run with the same fingerprint (``overwrite``:
         start again whatever is there). Returns the finished blocks' keys."""
-        fingerprint = _jsonable(fingerprint)  # type: ignore[assignment]
+        fingerprint = _jsonable(fingerprint)
         record = self.folder / "run.json"
         if self.folder.exists():
             old = json.loads(record.read_text()) if record.exists() else None
@@ -137,4 +138,4 @@ def _create_store(store: Path, geobox: GeoBox, names: Sequence[str], dtype: str,
     h, w = geobox.shape.yx
     d = len(names)
     data = da.full((d, h, w), np.nan, dtype=dtype, chunks=(min(d, FEATURE_CHUNK), chunk, chunk))
-    feature_dataset(data, geobox, names, attrs).to_zarr(store, mode="w", compute=False, consolidated=True, zarr_format=2)  # type: ignore[attr-defined]
+    feature_dataset(data, geobox, names, attrs).to_zarr(store, mode="w", compute=False, consolidated=True, zarr_format=2)

@@ -25,6 +25,7 @@ from rasterio.vrt import WarpedVRT
 
 from geodino.bands import Band, canonical_band, description_common
 from geodino.errors import InputError
+from geodino.tiling import grid_crs
 
 _COLOUR_NAMES = ("red", "green", "blue")
 _BAND_IN_NAME = re.compile(r"(?:^|[_\-.])(?:SR_)?(B0*\d{1,2}A?)(?=$|[_\-.])", re.IGNORECASE)
@@ -102,7 +103,7 @@ class Scene:
     def at_gsd(self, gsd: float) -> tuple[Scene, str]:
         """The scene resampled to ``gsd`` metres per pixel (same origin and extent, rounded up), read through
         warped VRTs: area average when coarsening, bilinear when refining; and a note saying so."""
-        crs = self.geobox.crs
+        crs = grid_crs(self.geobox)
         if not (isinstance(gsd, (int, float)) and math.isfinite(gsd) and gsd > 0):
             raise InputError(f"--gsd {gsd}: give a positive number of metres per pixel")
         if not crs.units[0].startswith("met"):
@@ -121,7 +122,7 @@ class Scene:
     @property
     def gsd(self) -> float | None:
         """Ground sampling distance in metres (mean of x and y; degrees converted at the scene's centre), None if unknown."""
-        a, crs = self.transform, self.geobox.crs
+        a, crs = self.transform, grid_crs(self.geobox)
         units = crs.units[0] if crs.units else ""
         if units.startswith("met"):
             return (abs(a.a) + abs(a.e)) / 2
@@ -142,7 +143,7 @@ class Scene:
     @property
     def crs(self) -> str:
         """``EPSG:n`` when the CRS has a code, else its WKT."""
-        crs = self.geobox.crs
+        crs = grid_crs(self.geobox)
         return f"EPSG:{crs.epsg}" if crs.epsg else crs.to_wkt()
 
     @property
@@ -305,5 +306,6 @@ def open_source(scene: Scene, path: str) -> tuple[rasterio.io.DatasetReaderBase,
     if path not in scene.warp or scene.warp_grid is None:
         return ds, [ds]
     g = scene.warp_grid
-    vrt = WarpedVRT(ds, crs=g.crs.to_wkt(), transform=g.affine, width=g.shape.x, height=g.shape.y, resampling=Resampling[scene.resampling])
+    crs = grid_crs(g).to_wkt()
+    vrt = WarpedVRT(ds, crs=crs, transform=g.affine, width=g.shape.x, height=g.shape.y, resampling=Resampling[scene.resampling])
     return vrt, [vrt, ds]

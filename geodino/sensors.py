@@ -10,8 +10,10 @@ import math
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -49,8 +51,12 @@ class SensorPreset:
 
     @property
     def percentiles(self) -> tuple[float, float] | None:
-        p = self.stretch.get("percentiles")
-        return (float(p[0]), float(p[1])) if p else None  # type: ignore[index]
+        p = cast("Sequence[float] | None", self.stretch.get("percentiles"))  # a list of 2 numbers (validated)
+        return (float(p[0]), float(p[1])) if p else None
+
+    def stretch_end(self, key: str) -> float:
+        """``stretch["lo"]`` or ``stretch["hi"]`` of a fixed stretch, as a float."""
+        return float(cast("float | str", self.stretch[key]))
 
     @property
     def detectable(self) -> bool:
@@ -142,7 +148,7 @@ def _check_stretch(stretch: object, errors: list[str]) -> None:
         lo, hi = stretch.get("lo"), stretch.get("hi")
         if not (_finite(lo) and _finite(hi)):
             errors.append(f"stretch lo and hi must both be finite numbers, not {lo!r} and {hi!r}")
-        elif not float(lo) < float(hi):  # type: ignore[arg-type]
+        elif not float(cast("float | str", lo)) < float(cast("float | str", hi)):  # numbers or numeric text (_finite)
             errors.append(f"stretch lo {lo} must be below hi {hi}")
     elif "percentiles" in stretch:
         pq = stretch["percentiles"]
@@ -230,7 +236,7 @@ def _parse(path: Path) -> SensorPreset:
         stretch={k: ([float(x) for x in v] if k == "percentiles" else float(v)) for k, v in stretch.items()},
         bands={int(k): tuple(str(b) for b in v) for k, v in (raw.get("bands") or {}).items()},
         match_dtype=tuple(str(d) for d in _listed(match.get("dtype", []))),
-        match_count=tuple(int(c) for c in _listed(match.get("count", []))),  # type: ignore[call-overload]
+        match_count=tuple(int(cast("int | str", c)) for c in _listed(match.get("count", []))),  # validated by _problems
         products=tuple(str(p) for p in _listed(match.get("products", []))),
         metadata=tuple((str(k), str(v)) for k, v in (match.get("metadata") or {}).items()),
         family=raw.get("family"),

@@ -106,9 +106,10 @@ def _band_fields(asset: pystac.Asset) -> list[_Fields]:
     """Every band's fields from STAC 1.1 ``bands``, STAC 1.0 ``eo:bands`` + ``raster:bands``, and (a
     single-band asset) fields on the asset itself; common names lower-cased."""
     f = asset.extra_fields
-    raw = f.get("bands") if isinstance(f.get("bands"), list) else None
-    eo = f.get("eo:bands") if isinstance(f.get("eo:bands"), list) else []
-    rb = f.get("raster:bands") if isinstance(f.get("raster:bands"), list) else []
+    raw, eo, rb = f.get("bands"), f.get("eo:bands"), f.get("raster:bands")
+    raw = raw if isinstance(raw, list) else None
+    eo = eo if isinstance(eo, list) else []
+    rb = rb if isinstance(rb, list) else []
     n = len(raw) if raw is not None else max(len(eo), len(rb), 1)
     out = []
     for i in range(n):

@@ -16,9 +16,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from affine import Affine
+from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 
 from geodino.errors import InputError
+
+
+def grid_crs(geobox: GeoBox) -> CRS:
+    """The CRS of a scene or output grid: every grid geodino builds has one (scenes without are refused on opening)."""
+    crs = geobox.crs
+    if crs is None:
+        raise InputError("the grid has no CRS: georeference the scene first")
+    return crs
 
 
 def axis_origins(n_cells: int, tile_cells: int, stride_cells: int) -> list[int]:

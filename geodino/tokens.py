@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from odc.geo.geobox import GeoBox
 
-from geodino.tiling import Tile, TilePlan, tile_geobox
+from geodino.tiling import Tile, TilePlan, grid_crs, tile_geobox
 
 
 def tokens_path(out: Path) -> Path:
@@ -54,7 +54,7 @@ class TokenCollector:
                 "xmax": ("tile", meta[:, 4]),
                 "ymax": ("tile", meta[:, 5]),
             },
-            attrs={"crs": self.scene.crs.to_wkt(), **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}},
+            attrs={"crs": grid_crs(self.scene).to_wkt(), **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}},
         )
         ds.to_zarr(dest, mode="w", consolidated=True, zarr_format=2)
         return dest

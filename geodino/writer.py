@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -22,6 +23,10 @@ from rasterio.enums import Resampling
 
 from geodino.errors import InputError
 from geodino.outputs import remove_path
+from geodino.tiling import grid_crs
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 FORMATS = ("cog", "zarr")
 DTYPES = ("float32", "float16", "uint8")  # uint8: class rasters only
@@ -58,7 +63,7 @@ def zarr_attrs(metadata: dict[str, object]) -> dict[str, object]:
     return {k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in metadata.items()}
 
 
-def feature_dataset(data: object, geobox: GeoBox, band_names: Sequence[str], metadata: dict[str, object]) -> object:
+def feature_dataset(data: object, geobox: GeoBox, band_names: Sequence[str], metadata: dict[str, object]) -> xr.Dataset:
     """The one Zarr layout of feature rasters: ``features (band, y, x)`` (``data``, dask or numpy) with a
     ``band_name`` coordinate, cell-centre coordinates, CRS and transform in ``spatial_ref``, NaN nodata
     and the run's record in the attributes. Returns an :class:`xarray.Dataset`."""
@@ -71,7 +76,7 @@ def feature_dataset(data: object, geobox: GeoBox, band_names: Sequence[str], met
     attrs = zarr_attrs(metadata)
     coords = {"band": np.arange(1, len(band_names) + 1), "y": y, "x": x, "band_name": ("band", list(band_names))}
     arr = xr.DataArray(data, dims=("band", "y", "x"), coords=coords, attrs=attrs)
-    arr = arr.rio.write_crs(geobox.crs.to_wkt()).rio.write_transform(geobox.affine).rio.write_nodata(np.nan, encoded=False)
+    arr = arr.rio.write_crs(grid_crs(geobox).to_wkt()).rio.write_transform(geobox.affine).rio.write_nodata(np.nan, encoded=False)
     ds = arr.to_dataset(name="features")
     ds.attrs = attrs
     return ds
@@ -156,7 +161,7 @@ class FeatureWriter:
     def _open_rows(self, path: Path, count: int) -> rasterio.io.DatasetWriter:
         h, w = self.geobox.shape.yx
         return rasterio.open(
-            path, "w", driver="GTiff", height=h, width=w, count=count, dtype=self.disk_dtype, crs=self.geobox.crs.to_wkt(),
+            path, "w", driver="GTiff", height=h, width=w, count=count, dtype=self.disk_dtype, crs=grid_crs(self.geobox).to_wkt(),
             transform=self.geobox.affine, nodata=self.nodata, tiled=True, blockxsize=BLOCK, blockysize=BLOCK,
             interleave="band", BIGTIFF="IF_SAFER",
         )  # fmt: skip
@@ -258,7 +263,7 @@ class FeatureWriter:
 
         data = xr.open_dataarray(src, engine="rasterio", chunks={"band": -1, "y": 256, "x": 256}).data.astype(self.dtype)
         ds = feature_dataset(data, self.geobox, band_names, metadata)
-        ds.to_zarr(self.tmp_out, mode="w", consolidated=True, zarr_format=2)  # type: ignore[attr-defined]
+        ds.to_zarr(self.tmp_out, mode="w", consolidated=True, zarr_format=2)
         seal_store(self.tmp_out)
 
     def _cleanup(self, keep: Path | None = None) -> None:

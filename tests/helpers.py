@@ -1,8 +1,12 @@
-"""Helpers shared by the tests: reference models from transformers, random images, a local HTTP server."""
+"""Helpers shared by the tests: reference models from transformers, random images, a local HTTP server, and the
+command line run in this process or a fresh one with the one-line-error assertion."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,3 +52,49 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# --- running the command line -------------------------------------------------------------------------
+
+#: Variables a developer's shell may hold that would change what a test run of the CLI does.
+_DROPPED_ENV = ("GEODINO_WEIGHTS", "GEODINO_CACHE", "GEODINO_SENSORS")
+
+
+def run(*args: object, columns: int = 200):
+    """The CLI in this process (typer's CliRunner) as a pipe sees it: not a terminal, ``columns`` wide,
+    no weights or cache folder from the developer's environment."""
+    from typer.testing import CliRunner
+
+    from geodino.cli import app
+
+    env: dict[str, str | None] = {"COLUMNS": str(columns), **dict.fromkeys(_DROPPED_ENV)}
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def cli(
+    *args: object, cwd: str | Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m geodino.cli ...`` in a fresh process (what a user's shell runs), without the developer's
+    geodino or GDAL settings."""
+    base = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV and not k.startswith(("GDAL_", "CPL_"))}
+    argv = [sys.executable, "-m", "geodino.cli", *map(str, args)]
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=base | {"COLUMNS": "200"} | (env or {}), timeout=timeout)
+
+
+def one_line_error(result: object, *fragments: str, alone: bool = True, quiet_stdout: bool = False) -> str:
+    """Assert a refusal: exit code 2, no traceback, exactly one ``geodino: error: ...`` line holding every fragment
+    (``alone``: and nothing else on stderr; ``quiet_stdout``: and nothing on stdout). Takes a CliRunner result or a
+    CompletedProcess; returns the error line."""
+    code = getattr(result, "exit_code", getattr(result, "returncode", None))
+    stderr, stdout = str(getattr(result, "stderr", "")), str(getattr(result, "stdout", ""))
+    assert code == 2, (code, stdout, stderr)
+    assert "Traceback" not in stderr + stdout, stderr
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("geodino: error: ")]
+    assert len(errors) == 1 and stderr.strip().splitlines()[-1] == errors[0], stderr
+    if alone:
+        assert len(stderr.strip().splitlines()) == 1, stderr
+    if quiet_stdout:
+        assert stdout == "", stdout
+    for f in fragments:
+        assert f in errors[0], errors[0]
+    return errors[0]

@@ -34,6 +34,8 @@ from shapely.geometry import box
 
 from tests.scenes import TRANSFORM, coordinate_raster, write_raster
 
+pytestmark = pytest.mark.slow  # fresh processes or a cluster: left out of the fast loop (make test-fast), run by make test
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = "$SHARED"  # in a case's arguments: the session folder of shared weights and the finished template store
 TINY = "--model geodino_tiny_mlp --weights random"

@@ -8,16 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from typer.testing import CliRunner
 
-from geodino.cli import app
 from geodino.metrics import evaluate_height
+from tests.helpers import run
 
 TINY = ("--head", "geodino_tiny_chmv2", "--weights", "random", "--tile", "256", "--overlap", "32")
-
-
-def run(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "120"})
 
 
 @pytest.fixture

@@ -264,14 +264,10 @@ def test_nonfinite_tensor_in_hf_folder_is_named_as_in_the_file(tiny_sd, tmp_path
 
 
 def test_check_weights_refuses_nonfinite_tensors_in_one_line(tiny_sd, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from geodino.cli import app
+    from tests.helpers import one_line_error, run
 
     path = _save(_poisoned(tiny_sd, "cls_token", float("nan")), tmp_path / "nan.pth")
-    result = CliRunner().invoke(app, ["check-weights", TINY, "--weights", str(path)], env={"COLUMNS": "300"})
-    assert result.exit_code == 2, result.output
-    assert len(result.stderr.splitlines()) == 1 and "nan.pth: tensor 'cls_token' holds NaN/inf values" in result.stderr
+    one_line_error(run("check-weights", TINY, "--weights", path, columns=300), "nan.pth: tensor 'cls_token' holds NaN/inf values")
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from geodino.cli import app
 from geodino.models import get_spec, list_models
 from geodino.models.checkpoint import hash_in_name
+from tests import helpers
+
+run = functools.partial(helpers.run, columns=80)  # a pipe 80 columns wide: nothing may be folded
+assert_one_line_error = functools.partial(helpers.one_line_error, quiet_stdout=True)
 
 TINY = "geodino_tiny_mlp"
 REPO = Path(__file__).resolve().parents[1]
@@ -25,23 +28,6 @@ COMMANDS = ("models", "download", "check-weights", "convert", "demo", "encode", 
 def _no_weights_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GEODINO_WEIGHTS", raising=False)
     monkeypatch.delenv("GEODINO_CACHE", raising=False)
-
-
-def run(*args: str):
-    """Invoke the CLI as a pipe would see it: not a terminal, 80 columns."""
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "80", "GEODINO_WEIGHTS": None, "GEODINO_CACHE": None})
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("geodino: error: ")
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 def table_names(output: str) -> list[str]:

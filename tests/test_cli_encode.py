@@ -8,25 +8,12 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from typer.testing import CliRunner
 
-from geodino.cli import app
+from tests.helpers import one_line_error as assert_one_line_error
+from tests.helpers import run
 from tests.scenes import TRANSFORM, coordinate_raster, write_raster
 
 TINY = ("--model", "geodino_tiny_mlp", "--weights", "random")
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "100"})
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("geodino: error: "), result.stderr
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ a run killed with SIGKILL resumes to the same result, and ``export`` writes the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -24,15 +25,17 @@ from geodino.engine import encode_scene
 from geodino.errors import InputError
 from geodino.explore import open_features
 from geodino.synthetic import write_scene
+from tests import helpers
 from tests.scenes import coordinate_raster, write_raster
 from tests.test_cli_encode import assert_one_line_error, run
+
+pytestmark = pytest.mark.slow  # fresh processes or a cluster: left out of the fast loop (make test-fast), run by make test
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ("--tile", "128", "--overlap", "32")
 
 
-def cli(*args: object, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True, cwd=ROOT, **kw)
+cli = functools.partial(helpers.cli, cwd=ROOT)  # python -m geodino.cli in a fresh process
 
 
 def read_cog(path: Path) -> tuple[np.ndarray, object, object, tuple[str, ...]]:

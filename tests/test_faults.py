@@ -26,11 +26,10 @@ import pytest
 import rasterio
 import xarray as xr
 from shapely.geometry import box
-from typer.testing import CliRunner
 
-from geodino.cli import app
 from geodino.synthetic import write_scene
 from geodino.writer import check_sealed
+from tests import helpers
 from tests.helpers import serving
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +188,7 @@ def assert_same_bits(a: np.ndarray, b: np.ndarray) -> None:
 
 
 def cli_in_process(*args: object) -> None:
-    r = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    r = helpers.run(*args)
     assert r.exit_code == 0, r.output
 
 

@@ -9,21 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import geodino
-from geodino.cli import app
 from geodino.errors import WeightsError
 from geodino.models import get_spec
 from geodino.models.checkpoint import hash_in_name
+from tests.helpers import run
 from tests.scenes import write_raster
 
 TINY = "geodino_tiny_mlp"
 PLAN = ["--tile", "64", "--overlap", "16"]
-
-
-def run(*args: str | Path):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", "GEODINO_WEIGHTS": None, "GEODINO_CACHE": None})
 
 
 def wrong_names(ckpt: Path, stem: str) -> list[Path]:

@@ -7,6 +7,7 @@ random backbones and heads: nothing is claimed about accuracy, only about which 
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -24,12 +25,18 @@ from geodino.errors import InputError
 from geodino.landcover import load_head
 from geodino.models.multiband import BandMixer
 from geodino.scene import open_scene
+from tests import helpers
 from tests.scenes import write_raster
+
+pytestmark = pytest.mark.slow  # fresh processes or a cluster: left out of the fast loop (make test-fast), run by make test
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ("--model", "geodino_tiny_mlp", "--weights", "random", "--layers", "-2,-1", "--tile", "64", "--overlap", "16", "--epochs", "10")
 APPLY = ("--weights", "random", "--tile", "64", "--overlap", "16")
 SIDE = 64
+
+
+one_line_error = functools.partial(helpers.one_line_error, alone=False)  # after the random-weights warning
 
 
 def grid(px: float) -> Affine:
@@ -59,15 +66,6 @@ def cli(folder: Path, *args: object) -> subprocess.CompletedProcess[str]:
 def ok(r: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
     assert r.returncode == 0, r.stderr
     return r
-
-
-def one_line_error(r: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("geodino: error: ")]
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 def classes(path: Path) -> np.ndarray:

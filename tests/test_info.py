@@ -4,6 +4,7 @@ fresh processes, several at once (each pays the import of torch); refusals are a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -16,7 +17,12 @@ import pytest
 from affine import Affine
 
 from geodino.report import format_report, report_json, scene_report
+from tests import helpers
 from tests.scenes import write_raster
+
+pytestmark = pytest.mark.slow  # fresh processes or a cluster: left out of the fast loop (make test-fast), run by make test
+
+assert_one_line_error = functools.partial(helpers.one_line_error, quiet_stdout=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -45,14 +51,6 @@ def report_of(proc: subprocess.CompletedProcess[str]) -> dict:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     return strict(proc.stdout)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr and proc.stdout == ""
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("geodino: error:"), proc.stderr
-    assert all(w in lines[0] for w in words), lines[0]
 
 
 def test_every_shared_raster_is_described(shared_data: Path) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +14,14 @@ import rasterio
 from affine import Affine
 
 import geodino
+from tests.helpers import cli
+from tests.helpers import one_line_error as refused
 from tests.scenes import write_raster
 from tests.test_detect import LANDSAT_GRID, S2_GRID, band_files, reflectance, s2_bands
 
+pytestmark = pytest.mark.slow  # fresh processes or a cluster: left out of the fast loop (make test-fast), run by make test
+
 TINY = ["--model", "geodino_tiny_mlp", "--weights", "random", "--tile", "64", "--overlap", "16"]
-
-
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "geodino.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
-def refused(r: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    assert r.returncode == 2, r.stdout + r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("geodino: error: ") and "Traceback" not in r.stderr, r.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 def adapter_tag(path: Path) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -10,25 +11,15 @@ import numpy as np
 import pytest
 import rasterio
 from shapely.geometry import box
-from typer.testing import CliRunner
 
-from geodino.cli import app
 from geodino.landcover import load_head
+from tests import helpers
+from tests.helpers import run
 from tests.scenes import TRANSFORM, coordinate_raster, write_raster
 
+one_line_error = functools.partial(helpers.one_line_error, alone=False)  # after the random-weights warning
+
 TINY = ("--model", "geodino_tiny_mlp", "--weights", "random", "--layers", "-2,-1")
-
-
-def run(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "120"})
-
-
-def one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    last = result.stderr.splitlines()[-1]
-    assert last.startswith("geodino: error: ") and "Traceback" not in result.output, result.stderr
-    for f in fragments:
-        assert f in last, last
 
 
 def test_landsat8_band_files_with_wgs84_polygons_train_and_map(tmp_path: Path, shared_data: Path) -> None:

@@ -8,7 +8,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -24,8 +23,11 @@ from pystac.extensions.eo import EOExtension
 from geodino.adapter import prepare
 from geodino.errors import InputError
 from geodino.scene import open_scene
+from tests import helpers
 from tests.helpers import serving
 from tests.scenes import TRANSFORM, write_raster
+
+pytestmark = pytest.mark.slow  # fresh processes or a cluster: left out of the fast loop (make test-fast), run by make test
 
 TINY = ("--model", "geodino_tiny_mlp", "--weights", "random", "--tile", "64", "--overlap", "16")
 ITEM_ID = "S2A_33UUP_20230501_0_L2A"
@@ -113,10 +115,8 @@ def range_handler(root: Path, log: list[str]) -> type[BaseHTTPRequestHandler]:
 
 
 def cli(cwd: Path, *args: object, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``python -m geodino.cli ...`` in a fresh process (as the ``geodino`` console script), without GDAL settings."""
-    base = {k: v for k, v in os.environ.items() if k not in ("GEODINO_WEIGHTS", "GEODINO_SENSORS") and not k.startswith(("GDAL_", "CPL_"))}
-    argv = [sys.executable, "-m", "geodino.cli", *map(str, args)]
-    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=base | {"COLUMNS": "200"} | (env or {}), timeout=timeout)
+    """``python -m geodino.cli ...`` in a fresh process in ``cwd`` (tests.helpers.cli), without GDAL settings."""
+    return helpers.cli(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 def read(path: Path) -> tuple[np.ndarray, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import signal
 import socket
@@ -17,15 +18,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from geodino import lock as lock_module
-from geodino.cli import app
 from geodino.errors import GeodinoError, InputError, WeightsError
 from geodino.models import build_model, cache_dir, download, find_weights, get_spec
 from geodino.models.checkpoint import hash_in_name, sha256_file
 from geodino.models.store import candidates_in, default_deadline
+from tests import helpers
 from tests.helpers import serving
+
+run_cli = functools.partial(helpers.run, columns=80)
 
 TINY = "geodino_tiny_mlp"
 SAT = "dinov3_vitl16_sat493m"
@@ -85,10 +87,6 @@ def trickle_server() -> Iterator[SimpleNamespace]:
             yield state
         finally:
             state.stop.set()
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "80", "GEODINO_WEIGHTS": None, "GEODINO_CACHE": None})
 
 
 def assert_cli_one_line_error(result, *fragments: str) -> str:

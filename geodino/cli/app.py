@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -95,7 +95,7 @@ def guard(fn: F) -> F:
             for s, handler in old.items():
                 signal.signal(s, handler)
 
-    return wrapper  # type: ignore[return-value]
+    return cast("F", wrapper)  # functools.wraps keeps the signature typer reads
 
 
 class RateColumn(ProgressColumn):

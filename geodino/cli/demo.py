@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -39,6 +39,7 @@ def demo_cmd(
     note = "  [bold red](RANDOM: the features and the picture carry no meaning)[/]" if r.random_weights else ""
     console.print(f"weights    {net.weights_info.source if net.weights_info else '?'}{note}")
     rows, cols = res.grid_shape
-    console.print(f"features   {r.features}: {cols}x{rows} cells x {res.bands} bands, {res.metadata['scene_grid']['crs']}")  # type: ignore[index]
+    grid = cast("dict[str, object]", res.metadata["scene_grid"])
+    console.print(f"features   {r.features}: {cols}x{rows} cells x {res.bands} bands, {grid['crs']}")
     console.print(f"time       {res.tiles} tiles in {res.seconds:.1f} s (model {res.model_seconds:.1f} s)")
     console.print(f"quicklook  {r.quicklook}: first 3 PCA components of the features as RGB")

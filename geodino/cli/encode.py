@@ -154,8 +154,8 @@ def _encode_blocks(
     check_hash: bool = True,
 ) -> None:  # fmt: skip
     check_request(options, chunk, scheduler, workers)
-    if weights not in (None, "random") and Path(weights).exists():  # type: ignore[arg-type]
-        weights = str(Path(weights).resolve())  # type: ignore[arg-type]  (workers may start in other folders)
+    if weights not in (None, "random") and Path(weights).exists():
+        weights = str(Path(weights).resolve())  # workers may start in other folders
     ref = ModelRef(
         model, weights, tuple(parse_layers(layers)), device, precision, str(mixer.resolve()) if mixer else None, check_hash=check_hash
     )

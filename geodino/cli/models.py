@@ -59,7 +59,7 @@ def download_cmd(
         # loading proves the head file fits (the backbone is separate); download() removes a file that does not
         path = download(
             url,
-            spec=head,  # type: ignore[arg-type]
+            spec=head,
             cache=cache_dir,
             check_hash=check_hash,
             deadline=deadline,
@@ -81,6 +81,7 @@ def check_weights_cmd(model: str, weights: WeightsOpt = None, cache_dir: CacheOp
     """Find and load a model's weights, and say where they came from."""
     m = build_model(model, weights, cache=cache_dir, check_hash=check_hash)
     info = m.weights_info
+    assert info is not None  # build_model records where the weights came from
     verified = f", sha256 prefix {info.hash_verified} verified" if info.hash_verified else ""
     console.print(f"{info.spec}: loaded {info.source} ({info.layout} layout{verified})")
 

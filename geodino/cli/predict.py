@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -143,15 +144,15 @@ def train_head_cmd(
         with TileBar("features") as progress:
             res = train_head(s, lab, extractor, options, epochs=epochs, progress=progress)
         save_head(outs.temp("head"), res.head, res.info)
-        metrics = res.info["metrics"]
+        metrics = cast("dict[str, Any]", res.info["metrics"])  # classification_metrics' JSON record
         outs.temp("metrics").write_text(json.dumps(metrics, indent=2))
         path = outs.commit()["head"]
-    m = metrics["validation"] or metrics["train"]  # type: ignore[index]
-    which = "validation" if metrics["validation"] else "training (no held-out block)"  # type: ignore[index]
+    m = metrics["validation"] or metrics["train"]
+    which = "validation" if metrics["validation"] else "training (no held-out block)"
     console.print(f"wrote {path}: {lab.n_classes} classes ({', '.join(lab.names)}), loss {res.losses[0]:.3f} -> {res.losses[-1]:.3f}")
     console.print(f"preset: {adapter.reason}", markup=False, highlight=False)
-    ious = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in m["iou"].items())  # type: ignore[index]
-    console.print(f"{which}: OA {m['overall_accuracy']:.3f}, mIoU {m['miou']:.3f}, IoU {ious}; {metrics['split']} -> {json_path}")  # type: ignore[index]
+    ious = ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in m["iou"].items())
+    console.print(f"{which}: OA {m['overall_accuracy']:.3f}, mIoU {m['miou']:.3f}, IoU {ious}; {metrics['split']} -> {json_path}")
 
 
 @app.command("land-cover")
@@ -195,22 +196,24 @@ def land_cover_cmd(
         check_vector_name(vector)
     lc_head, info = load_head(head)
     resolve_device(device), check_precision(precision)
-    contract = info.get(CONTRACT_KEY)  # None for heads written before contracts: bands chosen as before, with a note
-    if contract is not None and len(contract["bands"]) != 3:  # type: ignore[index]
-        raise InputError(f"{head} was trained on {len(contract['bands'])} input bands (a band mixer): land-cover feeds 3")  # type: ignore[index]
-    inputs_map = map_inputs(contract, s, sensor, bands, f"head {head.name}", 3)  # type: ignore[arg-type]
+    # checked by load_head; None for heads written before contracts: bands chosen as before, with a note
+    contract = cast("Mapping[str, Any] | None", info.get(CONTRACT_KEY))
+    if contract is not None and len(contract["bands"]) != 3:
+        raise InputError(f"{head} was trained on {len(contract['bands'])} input bands (a band mixer): land-cover feeds 3")
+    inputs_map = map_inputs(contract, s, sensor, bands, f"head {head.name}", 3)
     options = replace(options, sensor=inputs_map.sensor, bands=inputs_map.bands)
     s, adapter = prepare(s, 3, inputs_map.sensor, inputs_map.bands, gsd, allow_clipping)
-    trained_gsd = contract.get("gsd") if contract else None  # type: ignore[union-attr]
+    trained_gsd = contract.get("gsd") if contract else None
     print_notes([*inputs_map.notes, *adapter.notes, *filter(None, [gsd_note(adapter.gsd, trained_gsd, f"head {head.name}")])])
     plan = make_plan(s, options)
-    names = [str(n) for n in info["names"]]  # type: ignore[union-attr]
-    dim = get_spec(str(info["model"])).arch.embed_dim * len(info["layers"])  # type: ignore[arg-type]
+    layers = cast("Sequence[int]", info["layers"])  # load_head checked the record's fields
+    names = [str(n) for n in cast("Sequence[object]", info["names"])]
+    dim = get_spec(str(info["model"])).arch.embed_dim * len(layers)
     if dim != lc_head.bn.num_features:
         raise InputError(f"{head} expects {lc_head.bn.num_features} feature channels, {info['model']} gives {dim}")
     check_memory(estimate_memory(plan, len(names), batch_size, 0, 3, stride=1), f"--tile {tile}")
     with OutputSet(targets, inputs, overwrite) as outs:
-        extractor = FeatureExtractor(_model(str(info["model"]), weights, check_hash), info["layers"], device, precision)  # type: ignore[arg-type]
+        extractor = FeatureExtractor(_model(str(info["model"]), weights, check_hash), layers, device, precision)
         _random_note(bool(extractor.describe()["random_weights"]))
         predictor = LandCoverPredictor(extractor, lc_head, {k: v for k, v in info.items() if k not in ("metrics",)})
         with TileBar() as progress:

@@ -32,7 +32,7 @@ from geodino.heads.chmv2_keys import (
     hf_chmv2_config,
     is_hf_head,
 )
-from geodino.heads.dpt import DPTConfig, DPTDecoder, bins_to_metres, mixlog_bins
+from geodino.heads.dpt import ConvUnit, DPTConfig, DPTDecoder, bins_to_metres, mixlog_bins
 from geodino.models.checkpoint import first_nonfinite, read_checkpoint, verify_hash
 from geodino.models.keymap import meta_to_hf
 from geodino.models.loader import RANDOM, WeightsInfo, build_model, model_from_state_dict, official_spec_of
@@ -194,7 +194,9 @@ class CanopyHeightModel(nn.Module):
     def logits(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W) -> (B, K, 32*ceil(H/32), 32*ceil(W/32))`` bin logits."""
         feats = self.backbone.get_intermediate_layers(x, n=list(self.spec.layers), reshape=True, return_class_token=True, norm=True)
-        dtype = self.decoder.convs[0].conv.weight.dtype
+        first = self.decoder.convs[0]
+        assert isinstance(first, ConvUnit)
+        dtype = first.conv.weight.dtype
         return self.decoder([(patches.to(dtype), cls.to(dtype)) for patches, cls in feats])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -226,7 +228,7 @@ def build_canopy_model(
     spec = get_head(head)
     if weights is None:
         try:
-            weights = find_weights(spec, None, cache)  # duck-typed: find_weights reads name, file_name, file_stem, hf_repo
+            weights = find_weights(spec, None, cache)
         except WeightsError:
             if not spec.random_only:
                 raise

@@ -59,6 +59,7 @@ class BandMixer(nn.Module):
         )
         self.gsd = gsd  # metres per pixel of the imagery it was trained on (None: unknown)
         self.mix = nn.Conv2d(n_bands, 3, kernel_size=1, bias=True)
+        assert self.mix.bias is not None  # built with bias=True
         with torch.no_grad():
             self.mix.weight.zero_()
             self.mix.bias.zero_()
@@ -70,8 +71,9 @@ class BandMixer(nn.Module):
             raise InputError(f"the band mixer takes {self.n_bands} bands, got {x.shape[1]}")
         # An elementwise sum in band order rather than conv2d: the same result whatever the thread count,
         # so block-wise runs on workers with fewer threads equal the single-process run bit for bit.
-        w = self.mix.weight[:, :, 0, 0]  # (3, N)
-        out = self.mix.bias.view(1, 3, 1, 1).expand(x.shape[0], 3, *x.shape[2:])
+        w, bias = self.mix.weight[:, :, 0, 0], self.mix.bias  # (3, N), (3,)
+        assert bias is not None  # built with bias=True
+        out = bias.view(1, 3, 1, 1).expand(x.shape[0], 3, *x.shape[2:])
         for i in range(self.n_bands):
             out = out + w[:, i].view(1, 3, 1, 1) * x[:, i : i + 1]
         return out
@@ -118,7 +120,9 @@ def inflate_patch_embed(model: DinoVisionTransformer, n_bands: int, rgb: Sequenc
     old = model.patch_embed.proj
     if len(rgb) != old.in_channels or len(band_names) != n_bands or not all(0 <= i < n_bands for i in rgb):
         raise InputError(f"need {old.in_channels} rgb indexes in [0, {n_bands}) and {n_bands} band names")
-    new = nn.Conv2d(n_bands, old.out_channels, old.kernel_size, old.stride, dtype=old.weight.dtype, device=old.weight.device)
+    kernel, stride = (old.kernel_size[0], old.kernel_size[1]), (old.stride[0], old.stride[1])
+    new = nn.Conv2d(n_bands, old.out_channels, kernel, stride, dtype=old.weight.dtype, device=old.weight.device)
+    assert new.bias is not None and old.bias is not None  # the patch embedding has a bias
     with torch.no_grad():
         new.weight.zero_()
         for src, dst in enumerate(rgb):

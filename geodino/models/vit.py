@@ -99,6 +99,7 @@ class DinoVisionTransformer(nn.Module):
             normal_(self.storage_tokens)
         self.mask_token.zero_()
         for blk in self.blocks:
+            assert isinstance(blk, Block)
             blk.ls1.gamma.fill_(self.arch.layerscale_init)
             blk.ls2.gamma.fill_(self.arch.layerscale_init)
             if isinstance(blk.attn.qkv, LinearKMaskedBias):
@@ -138,7 +139,8 @@ class DinoVisionTransformer(nn.Module):
         if self.n_storage_tokens:
             parts.append(self.storage_tokens.expand(b, -1, -1))
         tokens = torch.cat([*parts, patches.to(self.cls_token.dtype)], dim=1)
-        rope = pad_rope(*self.rope_embed(*grid), self.arch.n_prefix_tokens)  # (N, d) each
+        sin, cos = self.rope_embed(*grid)
+        rope = pad_rope(sin, cos, self.arch.n_prefix_tokens)  # (N, d) each
         return tokens, rope, grid
 
     def _run_blocks(self, x: Tensor, keep: Sequence[int] = ()) -> tuple[Tensor, dict[int, Tensor], tuple[int, int]]:
