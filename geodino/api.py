@@ -143,6 +143,7 @@ def encode(
     import rioxarray  # noqa: F401  (registers .rio, used below; a fresh process may not have imported it yet)
 
     scene, bands = _scene(scene, bands)
+    scene = scene.absolute()  # the blocks may run on workers started in other folders
     if isinstance(model, str):
         built = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision, check_hash=check_hash)
         ref: ModelRef | None = built

@@ -84,6 +84,7 @@ def encode_to_zarr(
     workers: int | None = None,
     progress: Progress | None = None,
     threads: int | None = None,
+    adapter: BandAdapter | None = None,
 ) -> ZarrResult:
     """Encode ``scene`` into the Zarr store ``out`` in ``chunk x chunk``-cell blocks; resumes an interrupted run.
 
@@ -101,7 +102,7 @@ def encode_to_zarr(
         run = ZarrRun(out)
         fresh = options.overwrite or not run.folder.exists()
         try:
-            res = _run_blocks(scene, out, run, model, options, chunk, scheduler, workers, progress, threads)
+            res = _run_blocks(scene, out, run, model, options, chunk, scheduler, workers, progress, threads, adapter)
         except (KeyboardInterrupt, Terminated) as exc:
             code = 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
             kept = len(run.done())
@@ -122,11 +123,12 @@ def encode_to_zarr(
 
 def _run_blocks(
     scene: Scene, out: Path, run: ZarrRun, model: ModelRef, options: EncodeOptions, chunk: int | None,
-    scheduler: str | None, workers: int | None, progress: Progress | None, threads: int | None,
+    scheduler: str | None, workers: int | None, progress: Progress | None, threads: int | None, adapter: BandAdapter | None,
 ) -> ZarrResult:  # fmt: skip
     """Build (or resume) the run's store and encode every block not done yet; checks that all are done."""
     extractor = model.extractor()  # checks the weights before any worker starts; reused by the threaded scheduler
-    scene, adapter = prepare(scene, extractor.in_bands, options.sensor, options.bands, options.gsd, options.allow_clipping)
+    if adapter is None:  # else the caller prepared the scene (one statistics read per run)
+        scene, adapter = prepare(scene, extractor.in_bands, options.sensor, options.bands, options.gsd, options.allow_clipping)
     plan = make_plan(scene, options, extractor.patch)
     names = band_names(extractor.layers, extractor.embed_dim, None)
     fgeo = feature_geobox(scene.geobox, plan.patch)

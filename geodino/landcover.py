@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geodino.adapter import BandAdapter
 from geodino.contract import CONTRACT_KEY, contract_problem, head_contract
 from geodino.engine import EncodeOptions, Progress, encode_scene
 from geodino.errors import InputError
@@ -96,6 +97,7 @@ def train_head(
     val_fraction: float = 0.2,
     seed: int = 0,
     progress: Progress | None = None,
+    adapter: BandAdapter | None = None,
 ) -> TrainResult:
     """Encode ``scene`` (streamed to a temporary feature raster), then fit a :class:`LinearHead` on labelled pixels."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -106,7 +108,7 @@ def train_head(
             "(class rasters are uint8 with 255 as nodata)"
         )
     with tempfile.TemporaryDirectory(prefix="geodino-train-") as tmp:
-        enc = encode_scene(scene, Path(tmp) / "features.tif", extractor, dataclasses.replace(options, overwrite=True), progress)
+        enc = encode_scene(scene, Path(tmp) / "features.tif", extractor, dataclasses.replace(options, overwrite=True), progress, adapter)
         with rasterio.open(enc.out) as ds:
             feats = torch.from_numpy(np.nan_to_num(ds.read()))  # (D, h, w)
     rows, cols = np.nonzero(labels.pixels >= 0)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from geodino.adapter import prepare
+from geodino.adapter import BandAdapter, prepare
 from geodino.blocks import ModelRef
 from geodino.cli.app import TileBar, app, console, err_console, guard, print_notes
 from geodino.cluster import check_request, encode_to_zarr
@@ -128,7 +128,9 @@ def encode_cmd(
     plan = make_plan(scene, options, spec.patch_size)
     check_memory(estimate_memory(plan, spec.arch.embed_dim * n_layers, batch_size, n_params(spec), len(adapter.indexes)), f"--tile {tile}")
     if blockwise:
-        _encode_blocks(scene, out, model, weights, layers, device, precision, mixer, options, chunk, scheduler, workers, check_hash)
+        _encode_blocks(
+            scene, out, model, weights, layers, device, precision, mixer, options, chunk, scheduler, workers, check_hash, adapter
+        )
         console.print(f"preset: {adapter.reason}", markup=False, highlight=False)
         return
     with OutputSet(encode_targets(out, options), inputs, overwrite) as outs:  # locked before the model is built
@@ -152,6 +154,7 @@ def _encode_blocks(
     scene: Scene, out: Path, model: str, weights: str | None, layers: str, device: str, precision: str,
     mixer: Path | None, options: EncodeOptions, chunk: int | None, scheduler: str | None, workers: int | None,
     check_hash: bool = True,
+    adapter: BandAdapter | None = None,
 ) -> None:  # fmt: skip
     check_request(options, chunk, scheduler, workers)
     if weights not in (None, "random") and Path(weights).exists():
@@ -170,7 +173,7 @@ def _encode_blocks(
     if random_weights:
         err_console.print("[yellow]geodino: using RANDOM weights: the features carry no meaning[/]")
     with TileBar(unit="blocks") as progress:
-        res = encode_to_zarr(scene, out, ref, options, chunk, scheduler, workers, progress)
+        res = encode_to_zarr(scene, out, ref, options, chunk, scheduler, workers, progress, adapter=adapter)
     rows, cols = res.grid_shape
     resumed = f", {res.blocks_resumed} done before (resumed)" if res.blocks_resumed else ""
     blocks = f"{res.blocks} block{'s' if res.blocks != 1 else ''} of {res.chunk}x{res.chunk} cells"

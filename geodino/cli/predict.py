@@ -142,7 +142,7 @@ def train_head_cmd(
         extractor = FeatureExtractor(_model(model, weights, check_hash), layers, device)
         _random_note(bool(extractor.describe()["random_weights"]))
         with TileBar("features") as progress:
-            res = train_head(s, lab, extractor, options, epochs=epochs, progress=progress)
+            res = train_head(s, lab, extractor, options, epochs=epochs, progress=progress, adapter=adapter)
         save_head(outs.temp("head"), res.head, res.info)
         metrics = cast("dict[str, Any]", res.info["metrics"])  # classification_metrics' JSON record
         outs.temp("metrics").write_text(json.dumps(metrics, indent=2))
