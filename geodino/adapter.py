@@ -58,6 +58,7 @@ class BandAdapter:
     resampling: str = ""  # what was resampled and how ("" when the scene is read as it is)
     gsd: float | None = None  # metres per pixel of the grid the model sees
     notes: tuple[str, ...] = ()
+    fixed_stretch: bool = False  # lo/hi from the preset (a physical stretch), not from this scene's percentiles
 
     def to_unit(self, raw: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` DNs of the selected bands -> float32 in [0, 1]."""
@@ -209,6 +210,7 @@ def prepare(
         preset.name, indexes, names, preset.scale, offset, lo, hi, nodata, "; ".join(how), nonfinite, sampled,
         reason=det.reason, bands=tuple(band_record(det.bands, scene.band_sources)), clipped_low=tuple(low), clipped_high=tuple(high),
         resampling="; ".join(grid_notes), gsd=scene.gsd, notes=(*det.notes, *grid_notes, *clip_notes),
+        fixed_stretch=preset.percentiles is None,
     )  # fmt: skip
     return scene, adapter
 

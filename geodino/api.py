@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from geodino.adapter import prepare
 from geodino.blocks import BlockPlan, ModelRef, auto_chunk, block_metadata, encode_block
-from geodino.engine import EncodeOptions, band_names, make_plan
+from geodino.engine import EncodeOptions, band_names, make_plan, prepare_scene
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, parse_layers
 from geodino.models.vit import DinoVisionTransformer
@@ -152,7 +151,7 @@ def encode(
         ref = None
         extractor = FeatureExtractor(model, layers, device, precision) if isinstance(model, DinoVisionTransformer) else model
     options = EncodeOptions(tile, overlap, batch_size, fmt="zarr", sensor=sensor, bands=bands, gsd=gsd, allow_clipping=allow_clipping)
-    scene, adapter = prepare(scene, getattr(extractor, "in_bands", 3), sensor, bands, gsd, allow_clipping)
+    scene, adapter = prepare_scene(scene, getattr(extractor, "in_bands", 3), options)
     for note in adapter.notes:
         warnings.warn(f"geodino: {note}", UserWarning, stacklevel=2)
     plan = make_plan(scene, options, extractor.patch)

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from geodino.adapter import BandAdapter, prepare
+from geodino.adapter import BandAdapter
 from geodino.blocks import Block, BlockPlan, ModelRef, auto_chunk, block_metadata, encode_block, release
-from geodino.engine import EncodeOptions, band_names, check_options, make_plan
+from geodino.engine import EncodeOptions, band_names, check_options, make_plan, prepare_scene
 from geodino.errors import GeodinoError, InputError, Interrupted, Terminated
 from geodino.outputs import OutputSet, absolute
 from geodino.runstore import ZarrRun, file_identity, write_block
@@ -128,7 +128,7 @@ def _run_blocks(
     """Build (or resume) the run's store and encode every block not done yet; checks that all are done."""
     extractor = model.extractor()  # checks the weights before any worker starts; reused by the threaded scheduler
     if adapter is None:  # else the caller prepared the scene (one statistics read per run)
-        scene, adapter = prepare(scene, extractor.in_bands, options.sensor, options.bands, options.gsd, options.allow_clipping)
+        scene, adapter = prepare_scene(scene, extractor.in_bands, options)
     plan = make_plan(scene, options, extractor.patch)
     names = band_names(extractor.layers, extractor.embed_dim, None)
     fgeo = feature_geobox(scene.geobox, plan.patch)

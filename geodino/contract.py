@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from geodino.bands import Band, canonical_band, describe
-from geodino.detect import detect
+from geodino.detect import detect, identify
 from geodino.errors import GeodinoError, InputError
 from geodino.scene import Scene
 from geodino.sensors import get_preset
@@ -40,7 +40,7 @@ def identity(band: Mapping[str, object]) -> dict[str, str | None]:
 
 def stretch_policy(adapter: BandAdapter) -> str:
     """``fixed`` (a preset's physical lo/hi) or ``percentile`` (scene-wide percentiles), as :func:`prepare` did it."""
-    return "fixed" if "fixed stretch" in adapter.stretch else "percentile"
+    return "fixed" if adapter.fixed_stretch else "percentile"
 
 
 def head_contract(adapter: BandAdapter) -> dict[str, object]:
@@ -115,23 +115,21 @@ def _find(named: tuple[Band, ...], want: Mapping[str, str | None], scene: Scene,
     an unnamed band only on a scene of the same band count where that band is unnamed too."""
     common, name = want["common"], str(want["name"])
     if common:
-        hit = next((i for i, b in enumerate(named) if b.common == common), None)
-        if hit is None and common == "pan" and len(named) == 1 and named[0].common is None:
-            return 0  # detection's own rule: the one band of a one-band scene is panchromatic
-        return hit
+        return next((i for i, b in enumerate(named) if b.common == common), None)
     if not name.isdigit():
         return next((i for i, b in enumerate(named) if canonical_band(b.name) == canonical_band(name)), None)
     i = int(name) - 1
     same_layout = scene_bands == scene.count and 0 <= i < len(named)
-    return i if same_layout and named[i].common is None and named[i].name_from == "index" else None
+    raw = scene.bands[i] if scene.bands and same_layout else None  # what the file itself says (not detection's pan rule)
+    return i if raw is not None and raw.common is None and raw.name_from == "index" else None
 
 
 def _identities(scene: Scene, sensor: str | None) -> tuple[Band, ...]:
     """Every scene band's identity as detection sees it: from evidence, completed by ``sensor``'s layout where given."""
-    auto = detect(scene, 1, None, "1").bands  # an explicit one-band choice: names every band, picks nothing
+    auto = identify(scene)
     if not sensor:
         return auto
-    alt = detect(scene, 1, sensor, "1").bands
+    alt = identify(scene, sensor)
     return tuple(a if a.common or not b.common else b for a, b in zip(alt, auto, strict=True))
 
 

@@ -231,11 +231,23 @@ def detect(scene: Scene, n_inputs: int = 3, sensor: str | None = None, bands: st
         )
         det = _finish(scene, by["generic"], order, None, n_inputs, "generic (scene-wide percentile stretch): 3 unnamed bands in file order")
         return Detection(det.preset, det.bands, det.indexes, det.reason, (note,))
+    if n_inputs == 0:  # identify(): the identities found, even when red, green, blue are not among them
+        return Detection(by["generic"], named, (), fam_why)
     raise _refuse_unmapped(scene, named, n_inputs, fam_why, layout_hint)
 
 
+def identify(scene: Scene, sensor: str | None = None) -> tuple[Band, ...]:
+    """Every band's identity exactly as :func:`detect` names them (STAC, the family's table, a preset's layout with
+    ``sensor``, pan for one band, file order for 3 unnamed bands), without choosing the model's bands: a scene
+    without red, green or blue is not refused (a head may take nir, red, green). An unfit ``sensor`` still is."""
+    return detect(scene, 0, sensor).bands
+
+
 def _finish(scene: Scene, preset: SensorPreset, named: tuple[Band, ...], wanted: list[str] | None, n_inputs: int, reason: str) -> Detection:
-    """The model's bands from ``wanted`` (``--bands``) or the preset's ``rgb``; refuses what is missing."""
+    """The model's bands from ``wanted`` (``--bands``) or the preset's ``rgb``; refuses what is missing.
+    ``n_inputs`` 0: identities only (:func:`identify`), no bands chosen."""
+    if n_inputs == 0:
+        return Detection(preset, named, (), reason)
     keys = wanted if wanted else list(preset.rgb)
     indexes = _select(named, keys, scene)
     if indexes is None:
@@ -313,4 +325,4 @@ def band_record(bands: tuple[Band, ...], sources: tuple[tuple[str, int], ...] = 
     return [{"index": str(i + 1), **b.record(), **w} for i, (b, w) in enumerate(zip(bands, where, strict=True))]
 
 
-__all__ = ["Detection", "band_record", "canonical_band", "detect", "example", "family_of", "sentinel2_offset"]
+__all__ = ["Detection", "band_record", "detect", "example", "family_of", "identify", "sentinel2_offset"]

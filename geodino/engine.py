@@ -109,6 +109,12 @@ def make_plan(scene: Scene, options: EncodeOptions, patch: int = 16) -> TilePlan
     return TilePlan(h, w, options.tile, options.overlap, patch)
 
 
+def prepare_scene(scene: Scene, n_inputs: int, options: EncodeOptions) -> tuple[Scene, BandAdapter]:
+    """:func:`~geodino.adapter.prepare` with the run's options (sensor, bands, gsd, allow_clipping): the scene the
+    model sees and its adapter, once per run."""
+    return prepare(scene, n_inputs, options.sensor, options.bands, options.gsd, options.allow_clipping)
+
+
 def encode_scene(
     scene: Scene | str | Path | list[str],
     out: str | Path,
@@ -148,9 +154,7 @@ def _encode(
 ) -> EncodeResult:
     t_start = time.perf_counter()
     if adapter is None:
-        scene, adapter = prepare(
-            scene, getattr(extractor, "in_bands", 3), options.sensor, options.bands, options.gsd, options.allow_clipping
-        )
+        scene, adapter = prepare_scene(scene, getattr(extractor, "in_bands", 3), options)
     plan = make_plan(scene, options, extractor.patch)
     fgeo = feature_geobox(scene.geobox, plan.patch)
     sampler = CellSampler() if options.pca else None

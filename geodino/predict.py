@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import geodino
-from geodino.adapter import BandAdapter, prepare
-from geodino.engine import EncodeOptions, Progress, TileData, make_plan, stream_tiles
+from geodino.adapter import BandAdapter
+from geodino.engine import EncodeOptions, Progress, TileData, make_plan, prepare_scene, stream_tiles
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, Tokens, autocast, check_precision, resolve_device
 from geodino.outputs import OutputSet, own_outputs
@@ -144,7 +144,7 @@ def _predict(
     colormap: dict[int, tuple[int, int, int, int]] | None, class_names: list[str] | None, t_start: float,
 ) -> PredictResult:  # fmt: skip
     if adapter is None:
-        scene, adapter = prepare(scene, predictor.in_bands, options.sensor, options.bands, options.gsd, options.allow_clipping)
+        scene, adapter = prepare_scene(scene, predictor.in_bands, options)
     plan = make_plan(scene, options, predictor.patch)
     classes = kind == "land_cover"
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
