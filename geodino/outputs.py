@@ -159,12 +159,12 @@ def check_targets(
             raise InputError(
                 f"{label} is an existing raster geodino did not write: did you forget OUT? (remove it yourself to reuse the name)"
             )
-        if exists and not overwrite:
-            raise InputError(f"{label} exists: pass --overwrite to replace it")
         if exists and t.path.is_dir() and not t.path.is_symlink() and not written_by_geodino(t.path):
             raise InputError(
                 f"{label} is a folder geodino did not write: --overwrite replaces only geodino's own outputs; remove it yourself"
             )
+        if exists and not overwrite:
+            raise InputError(f"{label} exists: pass --overwrite to replace it")
         parent = t.path.parent
         if not parent.is_dir():
             raise InputError(f"output folder {parent} does not exist")

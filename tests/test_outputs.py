@@ -113,6 +113,8 @@ def test_checks_refuse_inputs_duplicates_foreign_folders_and_parents(tmp_path: P
             check_targets(targets, inputs, overwrite=True)
     with pytest.raises(InputError, match="exists: pass --overwrite"):
         check_targets({"m": tmp_path / "mine" / "thesis.txt"}, [], overwrite=False)
+    with pytest.raises(InputError, match="folder geodino did not write"):  # not "pass --overwrite", which would refuse it
+        check_targets({"m": tmp_path / "mine"}, [], overwrite=False)
     assert (tmp_path / "mine" / "thesis.txt").read_text() == "x"
 
 
