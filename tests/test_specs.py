@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from geodino.errors import SpecError
-from geodino.models import REGISTRY, DinoVisionTransformer, get_spec, list_models
+from geodino.heads import CHMV2_MEAN, CHMV2_STD, HeadSpec, get_head
+from geodino.models import REGISTRY, DinoVisionTransformer, Preprocessing, PretrainedCfg, WeightsSpec, get_spec, list_models
+from geodino.models.pretrained import CHMV2, LVD1689M, SAT493M, official_spec_of
 from geodino.models.specs import LVD1689M_MEAN, SAT493M_MEAN, SAT493M_STD
 
 
@@ -80,6 +84,37 @@ def test_normalize_uses_the_spec_statistics() -> None:
     for c in range(3):
         expected = (x[:, c] - spec.mean[c]) / spec.std[c]
         assert torch.allclose(out[:, c], expected, atol=1e-6)
+
+
+def test_backbone_and_head_specs_are_one_family() -> None:
+    sat, head = get_spec("dinov3_vitl16_sat493m"), get_head("dinov3_vitl16_chmv2")
+    assert isinstance(sat, PretrainedCfg) and isinstance(head, PretrainedCfg)
+    for shared in ("normalize", "file_name", "url_hint", "is_official_file"):  # written once, for both kinds
+        assert getattr(WeightsSpec, shared) is getattr(HeadSpec, shared) is getattr(PretrainedCfg, shared)
+    assert PretrainedCfg.normalize is Preprocessing.normalize
+    assert head.url_hint == "https://dl.fbaipublicfiles.com/dinov3/chmv2/dinov3_vitl16_chmv2_dpt_head-3703d643.pth"
+    assert official_spec_of(f"/x/{head.file_name}", [sat, head]) is head and official_spec_of("/x/other.pth", [sat, head]) is None
+
+
+def test_normalisation_constants_have_one_home() -> None:
+    assert SAT493M_MEAN is SAT493M.mean and SAT493M_STD is SAT493M.std and LVD1689M_MEAN is LVD1689M.mean  # re-exports
+    assert CHMV2_MEAN is CHMV2.mean and CHMV2_STD is CHMV2.std and CHMV2.gsd == 0.6
+    assert CHMV2.mean == (0.420, 0.411, 0.296) and CHMV2.std == SAT493M.std  # only the red mean differs
+    head = get_head("dinov3_vitl16_chmv2")
+    assert (head.mean, head.std, head.gsd, head.bands) == (CHMV2.mean, CHMV2.std, CHMV2.gsd, head.backbone_spec.bands)
+    assert get_spec("dinov3_vitl16_sat493m").gsd is None  # backbones state no GSD
+
+
+def test_spec_checks_its_preprocessing() -> None:
+    tiny = get_spec("geodino_tiny_mlp")
+    with pytest.raises(ValueError, match="one entry per channel"):
+        dataclasses.replace(tiny, mean=(0.5, 0.5))
+    with pytest.raises(ValueError, match="in_chans=3"):
+        dataclasses.replace(tiny, bands=("a", "b", "c", "d"), mean=(0.5,) * 4, std=(0.2,) * 4)
+    with pytest.raises(ValueError, match="differ from its backbone"):
+        dataclasses.replace(get_head("geodino_tiny_chmv2"), bands=("b", "g", "r"))
+    with pytest.raises(TypeError):
+        PretrainedCfg(name="x", mean=(0.5,), std=(0.2,), bands=("a",))  # abstract: no file naming of its own
 
 
 def test_unknown_name_suggests_close_matches() -> None:

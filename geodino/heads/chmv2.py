@@ -1,8 +1,8 @@
-"""CHMv2 canopy height: head specs, the backbone + DPT decoder model, and loading and saving its weights.
+"""CHMv2 canopy height: the backbone + DPT decoder model, and loading and saving its weights.
 
-A :class:`HeadSpec` owns the head's preprocessing contract (CHMv2's own mean/std, which differ from
-the SAT backbone's in the red mean) and its provenance; the backbone comes from its own
-:class:`~geodino.models.WeightsSpec`. Tensor contract of :class:`CanopyHeightModel`:
+The head's :class:`~geodino.heads.specs.HeadSpec` (CHMv2's own mean/std, which differ from the SAT
+backbone's in the red mean, and its provenance) lives in :mod:`geodino.heads.specs`; the backbone comes
+from its own :class:`~geodino.models.WeightsSpec`. Tensor contract of :class:`CanopyHeightModel`:
 ``(B, 3, H, W)`` normalised, ``H`` and ``W`` multiples of 16 -> ``(B, 1, H, W)`` metres.
 
 Weights: Meta ships the head alone (``dinov3_vitl16_chmv2_dpt_head-3703d643.pth``, loaded strictly
@@ -13,14 +13,13 @@ into the decoder) next to the SAT-493M backbone file; Hugging Face ships both in
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geodino.errors import InputError, SpecError, WeightsError
+from geodino.errors import InputError, WeightsError
 from geodino.heads.chmv2_keys import (
     HF_BACKBONE_PREFIX,
     HF_HEAD_PREFIX,
@@ -32,149 +31,16 @@ from geodino.heads.chmv2_keys import (
     hf_chmv2_config,
     is_hf_head,
 )
-from geodino.heads.dpt import ConvUnit, DPTConfig, DPTDecoder, bins_to_metres, mixlog_bins
-from geodino.models.checkpoint import first_nonfinite, read_checkpoint, verify_hash
+from geodino.heads.dpt import ConvUnit, DPTDecoder, bins_to_metres, mixlog_bins
+from geodino.heads.specs import HEADS, HeadSpec, get_head
+from geodino.models.checkpoint import first_nonfinite, read_checkpoint
 from geodino.models.keymap import meta_to_hf
-from geodino.models.loader import RANDOM, WeightsInfo, build_model, model_from_state_dict, official_spec_of
-from geodino.models.specs import DINOV3_LICENCE, REGISTRY, SAT493M_MEAN, SAT493M_STD, ArchSpec, WeightsSpec, get_spec
+from geodino.models.loader import build_model, model_from_state_dict
+from geodino.models.pretrained import official_spec_of
+from geodino.models.provenance import RANDOM, WeightsInfo, verify_hash
+from geodino.models.specs import REGISTRY, WeightsSpec
 from geodino.models.store import find_weights
 from geodino.models.vit import DinoVisionTransformer
-
-#: CHMv2 normalisation (Meta's CHMv2 notebook, transformers' CHMv2 image processor): red mean 0.420, not 0.430.
-CHMV2_MEAN = (0.420, 0.411, 0.296)
-CHMV2_STD = SAT493M_STD
-#: Metres per pixel CHMv2 expects. Its backbone's SAT-493M pretraining set is "Maxar RGB ortho-rectified imagery at
-#: 0.6 meter resolution" (DINOv3 MODEL_CARD, quoted in shared/reference/dinov3.md section 1), and the CHMv2 head was
-#: trained on Maxar imagery of about that GSD too (the reference notes do not state the head's own figure).
-CHMV2_GSD = 0.6
-_HEAD_URL = "https://dl.fbaipublicfiles.com/dinov3/chmv2/{file}"
-
-#: Backbones only heads use. The tiny head needs four distinct blocks (Hugging Face refuses repeated
-#: ``out_indices``), one more than ``geodino_tiny_mlp`` has.
-EXTRA_BACKBONES: dict[str, WeightsSpec] = {
-    "geodino_tiny_mlp4": WeightsSpec(
-        name="geodino_tiny_mlp4",
-        arch_name="tiny_mlp4",
-        arch=ArchSpec(64, 4, 4, "mlp", 4.0),
-        dataset="random",
-        mean=SAT493M_MEAN,
-        std=SAT493M_STD,
-        licence="none (random weights)",
-        description="tiny 4-block test backbone of geodino_tiny_chmv2, random weights only",
-        random_only=True,
-    )
-}
-
-
-def resolve_backbone(name: str) -> WeightsSpec:
-    """The backbone spec a head names: the models registry first, then :data:`EXTRA_BACKBONES`."""
-    if name in REGISTRY or name not in EXTRA_BACKBONES:
-        return get_spec(name)
-    return EXTRA_BACKBONES[name]
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """A canopy-height head: its backbone and blocks, decoder sizes, normalisation, height range, expected GSD, provenance."""
-
-    name: str
-    backbone: str  # backbone spec name
-    layers: tuple[int, int, int, int]  # 0-based backbone blocks feeding the decoder
-    decoder: DPTConfig
-    mean: tuple[float, ...] = CHMV2_MEAN
-    std: tuple[float, ...] = CHMV2_STD
-    min_depth: float = 0.001
-    max_depth: float = 96.0
-    gsd: float | None = CHMV2_GSD  # metres per pixel of the imagery the head was trained on (None: unknown)
-    hash_prefix: str | None = None
-    hf_repo: str | None = None
-    licence: str = DINOV3_LICENCE
-    description: str = ""
-    random_only: bool = False
-
-    def __post_init__(self) -> None:
-        arch = self.backbone_spec.arch
-        if self.decoder.embed_dim != arch.embed_dim:
-            raise ValueError(f"{self.name}: decoder embed_dim {self.decoder.embed_dim} != backbone {arch.embed_dim}")
-        if len(set(self.layers)) != 4 or not all(0 <= i < arch.depth for i in self.layers):
-            raise ValueError(f"{self.name}: layers must be 4 distinct blocks in [0, {arch.depth}), got {self.layers}")
-
-    @property
-    def backbone_spec(self) -> WeightsSpec:
-        return resolve_backbone(self.backbone)
-
-    @property
-    def embed_dim(self) -> int:
-        return self.decoder.embed_dim
-
-    @property
-    def n_bins(self) -> int:
-        return self.decoder.n_bins
-
-    @property
-    def patch_size(self) -> int:
-        return self.backbone_spec.patch_size
-
-    @property
-    def bands(self) -> tuple[str, ...]:
-        return self.backbone_spec.bands
-
-    @property
-    def file_stem(self) -> str:
-        """Official head file name without the hash, e.g. ``dinov3_vitl16_chmv2_dpt_head``."""
-        return f"{self.name}_dpt_head"
-
-    @property
-    def file_name(self) -> str | None:
-        """Official head file name (``<stem>-<hash>.pth``), None for random-only specs."""
-        return f"{self.file_stem}-{self.hash_prefix}.pth" if self.hash_prefix else None
-
-    @property
-    def url_hint(self) -> str | None:
-        return _HEAD_URL.format(file=self.file_name) if self.file_name else None
-
-    def normalize(self, x: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` reflectance-like values in [0, 1] -> the model's input, ``(x - mean) / std``."""
-        from kornia.enhance import normalize
-
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)
-        return normalize(x, mean, std)
-
-
-HEADS: dict[str, HeadSpec] = {
-    "dinov3_vitl16_chmv2": HeadSpec(
-        name="dinov3_vitl16_chmv2",
-        backbone="dinov3_vitl16_sat493m",
-        layers=(5, 11, 17, 23),
-        decoder=DPTConfig(),
-        hash_prefix="3703d643",
-        hf_repo="facebook/dinov3-vitl16-chmv2-dpt-head",
-        description="CHMv2 canopy height in metres (0-96 m): DPT head on the SAT-493M ViT-L",
-    ),
-    "geodino_tiny_chmv2": HeadSpec(
-        name="geodino_tiny_chmv2",
-        backbone="geodino_tiny_mlp4",
-        layers=(0, 1, 2, 3),
-        decoder=DPTConfig(embed_dim=64, post_process_channels=(8, 16, 32, 64), channels=32, n_hidden_channels=16, n_bins=32),
-        licence="none (random weights)",
-        description="tiny test head, random weights only (CHMv2 normalisation and height range)",
-        random_only=True,
-    ),
-}
-
-
-def list_heads() -> list[str]:
-    return sorted(HEADS)
-
-
-def get_head(name: str | HeadSpec) -> HeadSpec:
-    """Look up a head spec by name; an unknown name raises :class:`SpecError`."""
-    if isinstance(name, HeadSpec):
-        return name
-    if name not in HEADS:
-        raise SpecError(f"unknown head '{name}'. Known: {', '.join(list_heads())}")
-    return HEADS[name]
 
 
 class CanopyHeightModel(nn.Module):
@@ -264,7 +130,7 @@ def _load_head(spec: HeadSpec, path: Path, check_hash: bool) -> tuple[DPTDecoder
     official = official_head_of(path)
     if official is not None and official.name != spec.name:
         raise WeightsError(f"{path.name} is the official head checkpoint of {official.name}, not of {spec.name}")
-    if (backbone := official_spec_of(path)) is not None:
+    if (backbone := official_spec_of(path, REGISTRY.values())) is not None:
         raise WeightsError(
             f"{path.name} is the backbone checkpoint of {backbone.name}: pass it as backbone_weights, the head file as weights"
         )

@@ -9,18 +9,15 @@ of an HF export, its consistency check, and the one-sentence error for a head fi
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from geodino.errors import WeightsError
 from geodino.heads.dpt import RESIZE_FACTORS
+from geodino.heads.specs import HEADS, HeadSpec
 from geodino.models.checkpoint import fit_problems
 from geodino.models.keymap import hf_config
-
-if TYPE_CHECKING:
-    from geodino.heads.chmv2 import HeadSpec
 
 StateDict = dict[str, Tensor]
 HF_HEAD_PREFIX = "head."
@@ -135,8 +132,6 @@ def check_hf_config(config: dict, spec: HeadSpec, source: str) -> None:
 
 def describe_head(sd: StateDict) -> tuple[str, list[str]]:
     """Guess what a Meta-layout state dict is: ``(description, names of head specs that fit)``."""
-    from geodino.heads.chmv2 import HEADS
-
     if "cls_token" in sd or "patch_embed.proj.weight" in sd:
         return "a DINOv3 backbone checkpoint (pass it as backbone_weights)", []
     try:

@@ -1,8 +1,10 @@
 """DINOv3 backbones: specs registry, the ViT, checkpoint loading and saving."""
 
-from geodino.models.checkpoint import random_state_dict, read_checkpoint, verify_hash
+from geodino.models.checkpoint import random_state_dict, read_checkpoint
 from geodino.models.keymap import hf_config, hf_to_meta, meta_to_hf
-from geodino.models.loader import RANDOM, WeightsInfo, build_model, load_checkpoint, save_checkpoint
+from geodino.models.loader import build_model, load_checkpoint, save_checkpoint
+from geodino.models.pretrained import Preprocessing, PretrainedCfg
+from geodino.models.provenance import RANDOM, WeightsInfo, verify_hash
 from geodino.models.specs import REGISTRY, ArchSpec, WeightsSpec, get_spec, list_models
 from geodino.models.store import cache_dir, download, find_weights
 from geodino.models.vit import DinoVisionTransformer
@@ -12,6 +14,8 @@ __all__ = [
     "REGISTRY",
     "ArchSpec",
     "DinoVisionTransformer",
+    "Preprocessing",
+    "PretrainedCfg",
     "WeightsInfo",
     "WeightsSpec",
     "build_model",

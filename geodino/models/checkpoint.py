@@ -6,10 +6,7 @@ All failures surface as one :class:`WeightsError` sentence naming the file, the 
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import os
 import re
 import zipfile
 from pathlib import Path
@@ -20,49 +17,12 @@ from torch import Tensor
 from geodino.errors import WeightsError
 from geodino.models.keymap import HF_CONFIG_CHECKED, StateDict, hf_config, hf_to_meta
 from geodino.models.layers import canonical_bias_mask, default_periods
+from geodino.models.provenance import hash_in_name as hash_in_name  # re-exported: hashing lives in provenance
+from geodino.models.provenance import sha256_file as sha256_file
 from geodino.models.specs import REGISTRY, ArchSpec, WeightsSpec
+from geodino.models.vit import DinoVisionTransformer
 
-_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.(pth|pt)$")
 _WRAPPERS = ("model", "teacher", "state_dict", "model_state_dict")
-
-
-def hash_in_name(path: str | Path) -> str | None:
-    """The hash prefix in a torch.hub-style name (``name-<hex>.pth``), or None."""
-    m = _HASH_IN_NAME.search(Path(path).name)
-    return m.group(1) if m else None
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks; remembered per (path, size, mtime), so verifying a
-    checkpoint at load and recording its hash in every output read the file once."""
-    st = os.stat(path)
-    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def verify_hash(path: str | Path, expected: str | None = None) -> str | None:
-    """Check that the file's sha256 starts with ``expected`` (default: the hash in its name).
-
-    Returns the verified prefix, or None when there is nothing to verify against.
-    """
-    expected = expected or hash_in_name(path)
-    if not expected:
-        return None
-    digest = sha256_file(path)
-    if not digest.startswith(expected):
-        raise WeightsError(
-            f"{Path(path).name}: sha256 starts with {digest[:8]}, the name promises {expected}: the file is "
-            "corrupt, truncated or not the official one (to load it anyway: --no-check-hash, or check_hash=False in Python)"
-        )
-    return expected
 
 
 def _unwrap(obj: object, path: Path) -> StateDict:
@@ -249,8 +209,6 @@ def random_state_dict(spec: WeightsSpec, seed: int = 0, informative: bool = Fals
     norms around 1, non-zero biases including the masked key bias) so that a comparison between
     implementations exercises every weight; the default mirrors the reference initialisation.
     """
-    from geodino.models.vit import DinoVisionTransformer
-
     sd = {k: v.detach() for k, v in DinoVisionTransformer.random(spec.arch, seed).state_dict().items()}
     if informative:
         g = torch.Generator().manual_seed(seed + 1)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -17,53 +14,14 @@ from geodino.models.checkpoint import (
     check_fit,
     complete_state_dict,
     read_checkpoint,
-    sha256_file,
     to_meta_layout,
-    verify_hash,
 )
 from geodino.models.keymap import hf_config, meta_to_hf
+from geodino.models.pretrained import official_spec_of
+from geodino.models.provenance import RANDOM, WeightsInfo, verify_hash
 from geodino.models.specs import REGISTRY, WeightsSpec, get_spec
 from geodino.models.store import find_weights
 from geodino.models.vit import DinoVisionTransformer
-
-RANDOM = "random"
-
-
-@dataclass(frozen=True)
-class WeightsInfo:
-    """Provenance of a model's weights, recorded in every output geodino writes."""
-
-    spec: str
-    source: str  # a path, or "random"
-    layout: str  # "meta", "hf" or "random"
-    hash_verified: str | None = None
-    seed: int | None = None
-
-    @property
-    def is_random(self) -> bool:
-        return self.layout == RANDOM
-
-    @property
-    def sha256(self) -> str | None:
-        """Full sha256 of the weights file (memoised, so a hash verified at load is not recomputed);
-        ``"random"`` for random weights; the verified prefix, if any, for a folder."""
-        if self.is_random:
-            return RANDOM
-        path = Path(self.source)
-        return sha256_file(path) if path.is_file() else self.hash_verified
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-def official_spec_of(path: str | Path, specs: Iterable[Any] | None = None) -> Any:
-    """The spec (of ``specs``, default the backbone registry) whose official file name ``path`` carries
-    (``<stem>-<hash>.pth``), if any."""
-    name = Path(path).name
-    for spec in REGISTRY.values() if specs is None else specs:
-        if spec.file_name and (name.startswith(spec.file_stem + "-") or name == spec.file_stem + ".pth"):
-            return spec
-    return None
 
 
 def build_model(
@@ -107,7 +65,7 @@ def load_checkpoint(
     """Load a checkpoint file or HF folder into a new model of ``spec`` (built on the meta device,
     so a 7B model needs its weights' memory once, not twice)."""
     path = Path(path)
-    official = official_spec_of(path)
+    official = official_spec_of(path, REGISTRY.values())
     if official is not None and official.file_stem != spec.file_stem:
         raise WeightsError(f"{path.name} is the official checkpoint of {official.name}, not of {spec.name}")
     verified = verify_hash(path) if check_hash and path.is_file() else None

@@ -1,8 +1,8 @@
 """Architectures and weights specs: the registry of every DINOv3 backbone geodino can build.
 
-A :class:`WeightsSpec` is the single owner of a model's preprocessing contract: input bands,
-mean/std, patch size, and where its official checkpoint comes from. Nothing else in geodino
-hard-codes normalisation constants.
+A :class:`WeightsSpec` is a :class:`~geodino.models.pretrained.PretrainedCfg`: it owns a model's
+preprocessing contract (input bands, mean/std, patch size) and where its official checkpoint comes
+from. The normalisation constants themselves live in :mod:`geodino.models.pretrained`, nowhere else.
 """
 
 from __future__ import annotations
@@ -10,25 +10,18 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-import torch
-from torch import Tensor
-
 from geodino.errors import SpecError
+from geodino.models.pretrained import LVD1689M, SAT493M, PretrainedCfg
+from geodino.models.pretrained import LVD1689M_MEAN as LVD1689M_MEAN  # re-exported: the constants' old home
+from geodino.models.pretrained import LVD1689M_STD as LVD1689M_STD
+from geodino.models.pretrained import SAT493M_MEAN as SAT493M_MEAN
+from geodino.models.pretrained import SAT493M_STD as SAT493M_STD
 
 FfnKind = Literal["mlp", "swiglu", "swiglu64"]
-
-#: Normalisation of the SAT-493M backbones (DINOv3 README). The CHMv2 head uses red mean 0.420.
-SAT493M_MEAN = (0.430, 0.411, 0.296)
-SAT493M_STD = (0.213, 0.156, 0.143)
-#: Normalisation of the LVD-1689M (web image) backbones: the ImageNet statistics.
-LVD1689M_MEAN = (0.485, 0.456, 0.406)
-LVD1689M_STD = (0.229, 0.224, 0.225)
-RGB = ("red", "green", "blue")
-DINOV3_LICENCE = "DINOv3 License"
-_URL_PATTERN = "https://dl.fbaipublicfiles.com/dinov3/dinov3_{arch}/{file}"
+_URL_ROOT = "https://dl.fbaipublicfiles.com/dinov3/dinov3_{arch}"
 
 
 @dataclass(frozen=True)
@@ -76,39 +69,24 @@ class ArchSpec:
         return 1 + self.n_storage_tokens
 
 
-@dataclass(frozen=True)
-class WeightsSpec:
-    """A named set of weights: architecture plus the preprocessing contract and provenance."""
+@dataclass(frozen=True, kw_only=True)
+class WeightsSpec(PretrainedCfg):
+    """A named set of backbone weights: architecture plus the preprocessing contract and provenance
+    it inherits from :class:`PretrainedCfg` (``mean``, ``std``, ``bands``, ``normalize``, ``file_name``, ...)."""
 
-    name: str
     arch_name: str
     arch: ArchSpec
     dataset: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    bands: tuple[str, ...] = RGB
-    hash_prefix: str | None = None
-    hf_repo: str | None = None
-    licence: str = DINOV3_LICENCE
-    description: str = ""
-    random_only: bool = field(default=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         n = self.arch.in_chans
-        if not (len(self.bands) == len(self.mean) == len(self.std) == n):
+        if len(self.bands) != n:
             raise ValueError(f"{self.name}: bands, mean and std must each have in_chans={n} entries")
 
     @property
     def patch_size(self) -> int:
         return self.arch.patch_size
-
-    def normalize(self, x: Tensor) -> Tensor:
-        """``(B, C, H, W)`` reflectance-like values in [0, 1] -> the model's input, ``(x - mean) / std``."""
-        from kornia.enhance import normalize
-
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)
-        return normalize(x, mean, std)
 
     @property
     def file_stem(self) -> str:
@@ -116,16 +94,8 @@ class WeightsSpec:
         return f"dinov3_{self.arch_name}_pretrain_{self.dataset}"
 
     @property
-    def file_name(self) -> str | None:
-        """Official checkpoint file name (``<stem>-<hash>.pth``), None for random-only specs."""
-        return f"{self.file_stem}-{self.hash_prefix}.pth" if self.hash_prefix else None
-
-    @property
-    def url_hint(self) -> str | None:
-        """Unsigned official URL; the working (signed) one comes from Meta's access form."""
-        if self.file_name is None:
-            return None
-        return _URL_PATTERN.format(arch=self.arch_name, file=self.file_name)
+    def url_root(self) -> str:
+        return _URL_ROOT.format(arch=self.arch_name)
 
 
 _ARCHS: dict[str, ArchSpec] = {
@@ -156,13 +126,15 @@ _SAT_HASHES = {"vitl16": "eadcf0ff", "vit7b16": "a6675841"}
 def _official(arch_name: str, dataset: str, hash_prefix: str, arch: ArchSpec) -> WeightsSpec:
     sat = dataset == "sat493m"
     what = "Maxar RGB 0.6 m (SAT-493M)" if sat else "web images (LVD-1689M)"
+    pre = SAT493M if sat else LVD1689M
     return WeightsSpec(
         name=f"dinov3_{arch_name}_{dataset}",
         arch_name=arch_name,
         arch=arch,
         dataset=dataset,
-        mean=SAT493M_MEAN if sat else LVD1689M_MEAN,
-        std=SAT493M_STD if sat else LVD1689M_STD,
+        mean=pre.mean,
+        std=pre.std,
+        bands=pre.bands,
         hash_prefix=hash_prefix,
         hf_repo=f"facebook/dinov3-{arch_name}-pretrain-{dataset}",
         description=f"DINOv3 {arch_name} pretrained on {what}",
@@ -186,8 +158,8 @@ def _build_registry() -> dict[str, WeightsSpec]:
             arch_name=arch_name,
             arch=_ARCHS[arch_name],
             dataset="random",
-            mean=SAT493M_MEAN,
-            std=SAT493M_STD,
+            mean=SAT493M.mean,
+            std=SAT493M.std,
             licence="none (random weights)",
             description="tiny test architecture, random weights only (SAT normalisation)",
             random_only=True,

@@ -19,12 +19,12 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 from geodino.errors import GeodinoError, InputError, WeightsError
 from geodino.lock import OutputLock
-from geodino.models.checkpoint import hash_in_name, sha256_file
+from geodino.models.pretrained import PretrainedCfg
+from geodino.models.provenance import hash_in_name, sha256_file
 
 ENV_WEIGHTS = "GEODINO_WEIGHTS"
 #: what a downloaded file may be called (the name comes from the URL; nothing else is written or removed)
@@ -40,22 +40,7 @@ def cache_dir(override: str | Path | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "geodino"
 
 
-class WeightsSource(Protocol):
-    """What locating a checkpoint reads of a spec: backbone (:class:`WeightsSpec`) and head specs both have it."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def hf_repo(self) -> str | None: ...
-    @property
-    def file_stem(self) -> str: ...
-    @property
-    def file_name(self) -> str | None: ...
-    @property
-    def hash_prefix(self) -> str | None: ...
-
-
-def candidates_in(folder: Path, spec: WeightsSource) -> list[Path]:
+def candidates_in(folder: Path, spec: PretrainedCfg) -> list[Path]:
     """Files or HF folders inside ``folder`` that hold ``spec``'s weights, best first."""
     found: list[Path] = []
     if spec.file_name:
@@ -74,7 +59,7 @@ def candidates_in(folder: Path, spec: WeightsSource) -> list[Path]:
     return unique
 
 
-def find_weights(spec: WeightsSource, weights: str | Path | None = None, cache: str | Path | None = None) -> Path:
+def find_weights(spec: PretrainedCfg, weights: str | Path | None = None, cache: str | Path | None = None) -> Path:
     """Resolve the checkpoint for ``spec``: an explicit file/folder, ``$GEODINO_WEIGHTS``, then the cache."""
     looked: list[str] = []
     for origin, value in (("weights", weights), (ENV_WEIGHTS, os.environ.get(ENV_WEIGHTS))):
@@ -129,7 +114,7 @@ def _check_url(url: str) -> None:
     raise WeightsError(f"cannot download from a {scheme}:// URL ({_public(url)}): only http:// and https:// URLs are supported")
 
 
-def _target_name(url: str, spec: WeightsSource | None) -> str:
+def _target_name(url: str, spec: PretrainedCfg | None) -> str:
     name = unquote(Path(urlparse(url).path).name)
     if not name and spec is not None and spec.file_name:
         name = spec.file_name
@@ -153,7 +138,7 @@ def _usable_cache(folder: Path) -> Path:
 
 def download(
     url: str,
-    spec: WeightsSource | None = None,
+    spec: PretrainedCfg | None = None,
     cache: str | Path | None = None,
     check_hash: bool = True,
     progress: bool = True,

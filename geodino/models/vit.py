@@ -7,7 +7,6 @@ map to ``(B, D, H/16, W/16)`` patch features. Token order is ``[CLS, 4 storage, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -24,10 +23,8 @@ from geodino.models.layers import (
     default_periods,
     pad_rope,
 )
+from geodino.models.provenance import WeightsInfo
 from geodino.models.specs import ArchSpec, WeightsSpec
-
-if TYPE_CHECKING:
-    from geodino.models.loader import WeightsInfo
 
 LayerOutput = Tensor | tuple[Tensor, ...]
 
