@@ -58,7 +58,7 @@ def main() -> None:
             if i % 2 == 0:
                 t_model.append(model_only(predictor, batches, sync))
             t0 = time.perf_counter()
-            res = predict_scene(scene, Path(tmp) / "chm.tif", predictor, options)
+            res = predict_scene(scene, Path(tmp) / "chm.tif", predictor, tiling=options.tiling, overwrite=True)
             t_e2e.append(time.perf_counter() - t0)
             inner.append(res.model_seconds)
             if i % 2 == 1:
@@ -66,7 +66,7 @@ def main() -> None:
     fmt = lambda ts: ", ".join(f"{t:.2f}" for t in ts)  # noqa: E731
     med_m, med_e = statistics.median(t_model), statistics.median(t_e2e)
     print(f"head {args.head}  scene {args.size}x{args.size}  tile {args.tile} overlap {args.overlap}  batch {args.batch_size}"
-          f"  {predictor.device} {args.precision}  threads {torch.get_num_threads()}  workers {options.workers}"
+          f"  {predictor.device} {args.precision}  threads {torch.get_num_threads()}  reader threads {options.read_threads}"
           f"  tiles {n_full}")  # fmt: skip
     print(f"model-only   median {med_m:.2f} s  {n_full / med_m:.2f} tiles/s  (rounds: {fmt(t_model)})")
     print(

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 import geodino.engine as engine
-from geodino.adapter import prepare
-from geodino.engine import EncodeOptions, EncodeResult, encode_scene, make_plan
+import geodino.job as job_module
+from geodino.engine import EncodeOptions, EncodeResult, encode_scene
 from geodino.features import FeatureExtractor
+from geodino.job import prepare_job
 from geodino.models import build_model
 from geodino.reader import SceneReader
 from geodino.scene import open_scene
@@ -42,10 +43,9 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 def load_batches(scene_path: Path, extractor: FeatureExtractor, options: EncodeOptions) -> tuple[list[Batch], int]:
     """The engine's plan and adapter; every non-empty tile read into memory, grouped ``batch_size`` per batch."""
-    scene, adapter = prepare(open_scene(scene_path), getattr(extractor, "in_bands", 3), options.sensor, options.bands)
-    plan = make_plan(scene, options, extractor.patch)
-    with SceneReader(scene, adapter) as reader:
-        full = [d for d in map(reader.read_tile, plan.tiles()) if not d.empty]
+    job = prepare_job(open_scene(scene_path), extractor, tiling=options.tiling, choice=options.choice)
+    with SceneReader(job.scene, job.adapter) as reader:
+        full = [d for d in map(reader.read_tile, job.plan.tiles()) if not d.empty]
     groups = [full[i : i + options.batch_size] for i in range(0, len(full), options.batch_size)]
     batches = [(torch.from_numpy(np.stack([d.x for d in g])), torch.from_numpy(np.stack([d.valid for d in g]))) for g in groups]
     return batches, len(full)
@@ -96,7 +96,7 @@ def instrumented() -> Iterator[dict[str, float]]:
 
     stages = [
         (engine, "open_scene", "open_scene"),
-        (engine, "prepare", "detection and scene-wide stats (prepare)"),
+        (job_module, "prepare", "detection and scene-wide stats (prepare)"),
         (engine, "cell_valid", "cell_valid"),
         (Stitcher, "add", "stitcher.add (blend, float64)"),
         (Stitcher, "finish_row", "stitcher.finish_row (incl. write_rows)"),
@@ -104,7 +104,7 @@ def instrumented() -> Iterator[dict[str, float]]:
         (FeatureWriter, "__init__", "writer open (temp GeoTIFF)"),
         (FeatureWriter, "finish", "writer.finish (tags + COG + rename)"),
         (FeatureWriter, "_to_cog", "  of which COG copy"),
-        (engine, "run_metadata", "run_metadata"),
+        (job_module.Job, "record", "run record"),
     ]
     with ExitStack() as stack:
         for owner, attr, name in stages:

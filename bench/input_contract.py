@@ -20,9 +20,10 @@ import rasterio
 from affine import Affine
 
 from geodino.adapter import prepare
-from geodino.engine import EncodeOptions, make_plan
+from geodino.engine import EncodeOptions
 from geodino.reader import SceneReader
 from geodino.scene import open_scene
+from geodino.tiling import TilePlan
 
 NAME = "T33UUP_20230501T101031_{}_{}m.tif"
 
@@ -40,7 +41,7 @@ def write_band(path: Path, size: int, pixel: float, seed: int) -> None:
 
 
 def read_all_tiles(scene, adapter, options: EncodeOptions) -> float:
-    plan = make_plan(scene, options)
+    plan = TilePlan(*scene.shape, options.tile, options.overlap)
     t0 = time.perf_counter()
     with SceneReader(scene, adapter) as reader:
         for tile in plan.tiles():

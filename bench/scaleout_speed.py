@@ -25,9 +25,10 @@ import xarray as xr
 
 from geodino.blocks import BlockPlan, ModelRef
 from geodino.cluster import encode_to_zarr
-from geodino.engine import EncodeOptions, encode_scene, make_plan
+from geodino.engine import EncodeOptions, encode_scene
 from geodino.scene import open_scene
 from geodino.synthetic import write_scene
+from geodino.tiling import TilePlan
 
 
 def run(scene: Path, out: Path, ref: ModelRef, options: EncodeOptions, chunk: int, workers: int, threads: int) -> float:
@@ -51,7 +52,7 @@ def main() -> None:
     options = EncodeOptions(tile=args.tile, overlap=args.overlap, fmt="zarr", overwrite=True)
     with tempfile.TemporaryDirectory() as tmp:
         scene = write_scene(Path(tmp) / "scene.tif", args.size)
-        blocks = BlockPlan(make_plan(open_scene(scene), options), args.chunk)
+        blocks = BlockPlan(TilePlan(*open_scene(scene).shape, options.tile, options.overlap), args.chunk)
         print(f"scene {args.size}x{args.size}, {args.model}, tile {args.tile} overlap {args.overlap}")
         print(f"  {len(blocks)} blocks of {args.chunk}x{args.chunk} cells")
         print(f"  tiles: {len(blocks.plan)} in the plan, {blocks.tiles_run()} run over the blocks (halos); cores {os.cpu_count()}")

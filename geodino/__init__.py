@@ -6,25 +6,39 @@ from geodino.models import build_model, get_spec, list_models
 __version__ = "0.1.0"
 
 __all__ = [
+    "BandChoice",
     "GeodinoError",
     "InputError",
+    "Job",
     "SpecError",
+    "TileModel",
+    "Tiling",
+    "Tokens",
+    "TorchTileModel",
     "WeightsError",
     "__version__",
     "build_model",
+    "canopy_run",
     "encode",
+    "encode_run",
     "get_spec",
     "kmeans",
+    "land_cover_run",
     "list_models",
     "open_features",
     "open_scene",
     "pca_rgb",
     "plot",
+    "prepare_job",
     "similarity",
+    "train_run",
 ]
 
-_LAZY = {"open_scene": "geodino.api", "encode": "geodino.api"}
+_LAZY = {"open_scene": "geodino.api", "encode": "geodino.api", "encode_run": "geodino.runs"}
 _LAZY |= dict.fromkeys(["open_features", "pca_rgb", "similarity", "kmeans", "plot"], "geodino.explore")
+_LAZY |= dict.fromkeys(["TileModel", "TorchTileModel", "Tokens"], "geodino.tilemodel")
+_LAZY |= dict.fromkeys(["Job", "Tiling", "BandChoice", "prepare_job"], "geodino.job")
+_LAZY |= dict.fromkeys(["canopy_run", "train_run", "land_cover_run"], "geodino.predict_runs")
 
 
 def __getattr__(name: str) -> object:

@@ -10,7 +10,7 @@ weights' mean/std are applied afterwards by the spec.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from rasterio.enums import Resampling
@@ -155,7 +155,7 @@ def _cannot_clip(dtype: str, preset: SensorPreset, offset: float) -> bool:
 
 def prepare(
     scene: Scene, n_inputs: int = 3, sensor: str | None = None, bands: str | None = None,
-    gsd: float | None = None, allow_clipping: bool = False,
+    gsd: float | None = None, allow_clipping: bool = False, bands_from: str = "--bands",
 ) -> tuple[Scene, BandAdapter]:  # fmt: skip
     """The scene on the grid the model will see and its adapter: preset and bands from evidence
     (:func:`geodino.detect.detect`), grid of the selected bands or ``gsd`` metres, one decimated read
@@ -165,6 +165,8 @@ def prepare(
     fit, or more than half of a band's valid pixels would clip (unless ``allow_clipping``).
     """
     det = detect(scene, n_inputs, sensor, bands)
+    if bands and bands_from != "--bands":  # e.g. a model's own input bands: say where they came from
+        det = replace(det, reason=det.reason.replace(" from --bands", f" from {bands_from}"))
     preset, indexes = det.preset, det.indexes
     scene, notes = scene.on_grid_of(indexes)
     grid_notes = list(notes)

@@ -1,8 +1,9 @@
 """The notebook API: a scene as a lazy georeferenced DataArray, and its DINOv3 features as another.
 
 ``geodino.open_scene(path)`` -> ``(band, y, x)`` DataArray backed by the file (dask chunks, CRS).
-``geodino.encode(scene, model=...)`` -> ``(feature, y, x)`` DataArray on the patch grid whose dask
-blocks are :func:`~geodino.blocks.encode_block` calls: the same engine as the CLI, computed by
+``geodino.encode(scene, model=...)`` -> ``(feature, y, x)`` DataArray on the model's output grid whose
+dask blocks are :func:`~geodino.blocks.run_block` calls (:func:`lazy_job`, the lazy executor of a
+:class:`~geodino.job.Job`): the same loop as the CLI, computed by
 ``.compute()`` / ``.to_zarr()`` on the threaded scheduler, or on a ``dask.distributed`` cluster when a
 client is active. Values equal ``geodino encode`` with the same settings, bit for bit.
 """
@@ -17,14 +18,15 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from geodino.blocks import BlockPlan, ModelRef, auto_chunk, block_metadata, encode_block
-from geodino.engine import EncodeOptions, band_names, make_plan, prepare_scene
+from geodino.blocks import BlockPlan, ModelRef, auto_chunk, block_record, run_block
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, parse_layers
+from geodino.job import BandChoice, Job, Tiling, prepare_job
 from geodino.models.vit import DinoVisionTransformer
 from geodino.scene import Scene
 from geodino.scene import open_scene as scene_of
-from geodino.tiling import cell_centres, feature_geobox, grid_crs
+from geodino.tilemodel import TileModel, refuse_backbone_options
+from geodino.tiling import cell_centres, grid_crs
 from geodino.writer import zarr_attrs
 
 SCENE_ATTR = "geodino_scene"
@@ -108,7 +110,7 @@ def _crop(scene: Scene, x: xr.DataArray) -> Scene:
 
 def encode(
     scene: xr.DataArray | Scene | str | Path | Sequence[str | Path],
-    model: str | FeatureExtractor | DinoVisionTransformer = "dinov3_vitl16_sat493m",
+    model: str | TileModel | DinoVisionTransformer = "dinov3_vitl16_sat493m",
     weights: str | None = None,
     layers: str | Sequence[int] | None = None,
     tile: int = 512,
@@ -123,50 +125,59 @@ def encode(
     allow_clipping: bool = False,
     check_hash: bool = True,
 ) -> xr.DataArray:
-    """Lazy features ``(feature, y, x)`` of ``scene`` on the patch grid (cell = 16x16 pixels), CRS and
-    cell-centre coordinates set, the run's record in ``attrs``. One dask block per ``chunk x chunk`` cells
-    (default 256, less when an active ``dask.distributed`` client has several workers).
+    """Lazy outputs ``(feature, y, x)`` of ``model`` over ``scene`` on its output grid (DINOv3: one cell per 16x16
+    pixels), CRS and cell-centre coordinates set, the run's record in ``attrs``. One dask block per ``chunk x chunk``
+    cells (default 256 16-pixel cells, less when an active ``dask.distributed`` client has several workers).
 
     A DataArray names the files to read (and, through selections, the part and the bands); its values
     are not used, so an array whose values were changed is refused.
 
-    ``model``: a spec name (built once per process or worker, with ``weights``: a checkpoint, HF folder
-    or ``"random"``), or a built :class:`FeatureExtractor` / backbone.
+    ``model``: a spec name or ``package.module:factory`` (built once per process or worker, with ``weights``: a
+    checkpoint, HF folder or ``"random"``), a DINOv3 backbone, or any :class:`~geodino.tilemodel.TileModel`.
     ``sensor``/``bands``: as the CLI's (default: detected from evidence; bands by common name, name or
     1-based index); ``gsd``: resample to this many metres per pixel first; ``allow_clipping``: run even when
     the stretch clips more than half of a band's pixels; ``check_hash=False`` loads weights whose file name
     promises another sha256. What geodino decided is in ``attrs["adapter"]``; notes come as ``UserWarning``.
     """
-    import dask
-    import dask.array as da
     import rioxarray  # noqa: F401  (registers .rio, used below; a fresh process may not have imported it yet)
 
     scene, bands = _scene(scene, bands)
     scene = scene.absolute()  # the blocks may run on workers started in other folders
+    net: TileModel
+    held: ModelRef | TileModel
     if isinstance(model, str):
-        built = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision, check_hash=check_hash)
-        ref: ModelRef | None = built
-        extractor = built.extractor()
+        ref = ModelRef(model, weights, tuple(parse_layers(layers)), device, precision, check_hash=check_hash)
+        held, net = ref, ref.extractor()
+    elif isinstance(model, DinoVisionTransformer):
+        net = held = FeatureExtractor(model, layers, device, precision)
     else:
-        ref = None
-        extractor = FeatureExtractor(model, layers, device, precision) if isinstance(model, DinoVisionTransformer) else model
-    options = EncodeOptions(tile, overlap, batch_size, fmt="zarr", sensor=sensor, bands=bands, gsd=gsd, allow_clipping=allow_clipping)
-    scene, adapter = prepare_scene(scene, getattr(extractor, "in_bands", 3), options)
-    for note in adapter.notes:
+        refuse_backbone_options(weights, layers, None, device, precision, False)
+        net = held = model
+    tiling = Tiling(tile=tile, overlap=overlap, batch_size=batch_size)
+    job = prepare_job(scene, net, tiling=tiling, choice=BandChoice(sensor=sensor, bands=bands, gsd=gsd, allow_clipping=allow_clipping))
+    for note in job.adapter.notes:
         warnings.warn(f"geodino: {note}", UserWarning, stacklevel=2)
-    plan = make_plan(scene, options, extractor.patch)
-    blocks = BlockPlan(plan, chunk or auto_chunk(plan, _active_workers()))
+    return lazy_job(job, held, chunk or auto_chunk(job.plan, _active_workers(), scale=job.scale), net)
+
+
+def lazy_job(job: Job, model: ModelRef | TileModel, chunk: int, built: TileModel | None = None) -> xr.DataArray:
+    """The lazy executor: ``job``'s output ``(feature, y, x)`` as a DataArray of ``chunk x chunk``-cell dask blocks,
+    each a :func:`~geodino.blocks.run_block` call (``built``: ``model`` already built, for the record)."""
+    import dask
+    import dask.array as da
+    import rioxarray  # noqa: F401
+
+    net = built or (model.extractor() if isinstance(model, ModelRef) else model)
+    blocks = BlockPlan(job.plan, chunk, job.scale)
     name = f"geodino-encode-{uuid.uuid4().hex[:12]}"
-    held = ref if ref is not None else dask.delayed(extractor, name=f"{name}-model", traverse=False)
-    d = extractor.dim
+    held = model if isinstance(model, ModelRef) else dask.delayed(model, name=f"{name}-model", traverse=False)
     rows: list[list[da.Array]] = [[] for _ in range(blocks.shape[0])]
     for b in blocks.blocks():
-        call = dask.delayed(encode_block, pure=False, traverse=False)
-        task = call(scene, plan, adapter, held, options, b, dask_key_name=f"{name}-{b.key}")
-        rows[b.i].append(da.from_delayed(task, shape=(d, *b.shape), dtype=np.float32, name=f"{name}-array-{b.key}"))
-    fgeo = feature_geobox(scene.geobox, plan.patch)
-    y, x = cell_centres(fgeo)
-    attrs = zarr_attrs(block_metadata(scene, blocks, adapter, extractor, options))
-    names = band_names(extractor.layers, extractor.embed_dim, None)
-    out = xr.DataArray(da.block(rows), dims=("feature", "y", "x"), coords={"feature": names, "y": y, "x": x}, attrs=attrs, name="features")
-    return out.rio.write_crs(grid_crs(fgeo).to_wkt()).rio.write_transform(fgeo.affine).rio.write_nodata(np.nan, encoded=False)
+        task = dask.delayed(run_block, pure=False, traverse=False)(job, held, b, dask_key_name=f"{name}-{b.key}")
+        rows[b.i].append(da.from_delayed(task, shape=(job.dim, *b.shape), dtype=np.float32, name=f"{name}-array-{b.key}"))
+    grid = job.grid
+    y, x = cell_centres(grid)
+    attrs = zarr_attrs(block_record(job, blocks, net))
+    coords = {"feature": list(job.channels), "y": y, "x": x}
+    out = xr.DataArray(da.block(rows), dims=("feature", "y", "x"), coords=coords, attrs=attrs, name="features")
+    return out.rio.write_crs(grid_crs(grid).to_wkt()).rio.write_transform(grid.affine).rio.write_nodata(np.nan, encoded=False)

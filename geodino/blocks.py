@@ -1,14 +1,14 @@
-"""Blocks of the feature grid, each encoded on its own through the same engine as a whole scene.
+"""Blocks of a job's output grid, each run on its own through the same loop as a whole scene.
 
-A block is a ``chunk x chunk`` square of feature cells (the Zarr chunk of a distributed run). It is
-encoded by running, through :func:`~geodino.engine.stream_tiles` and the :class:`~geodino.stitch.Stitcher`,
-the sub-plan of every tile of the scene-wide plan that touches it, in the same order, and keeping
-only the block's own cells. In dask's ``map_overlap`` vocabulary: ``depth`` = tile - patch pixels of
+A block is a ``chunk x chunk`` square of output cells (the Zarr chunk of a block-wise run). It is
+computed by :func:`run_block`: the streaming executor (:func:`~geodino.engine.stitch_job`) over the
+sub-plan of every tile of the scene-wide plan that touches it, in the same order, keeping only the
+block's own cells. In dask's ``map_overlap`` vocabulary: ``depth`` = tile - patch pixels of
 halo, ``boundary`` none (pixels past the scene are invalid, as in the whole-scene run), ``trim`` to the
 block. So a block's cells equal the whole-scene run's bit for bit, whichever worker computes them.
 
-The backbone travels to workers as a :class:`ModelRef` (names, not weights) and is built once per
-process, on first use.
+The model travels to workers as a :class:`ModelRef` (names, or ``package.module:factory``, not weights)
+and is built once per process, on first use.
 """
 
 from __future__ import annotations
@@ -21,19 +21,18 @@ import numpy as np
 import rasterio
 import torch
 
-from geodino.adapter import BandAdapter
-from geodino.engine import EncodeOptions, run_metadata, stream_tiles
+from geodino.engine import content_of, stitch_job, sub_job
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor
-from geodino.scene import Scene
-from geodino.stitch import Stitcher
+from geodino.job import Job
+from geodino.tilemodel import TileModel, load_factory
 from geodino.tiling import TilePlan
 from geodino.writer import GDAL_CACHE_MB
 
 
 @dataclass(frozen=True)
 class Block:
-    """Feature cells ``[row0, row1) x [col0, col1)``; ``(i, j)`` is its place in the block grid."""
+    """Output cells ``[row0, row1) x [col0, col1)``; ``(i, j)`` is its place in the block grid."""
 
     i: int
     j: int
@@ -53,26 +52,34 @@ class Block:
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """The feature grid of ``plan`` cut into ``chunk x chunk``-cell blocks (the last ones smaller)."""
+    """The output grid of ``plan`` cut into ``chunk x chunk``-cell blocks (the last ones smaller). ``scale``: output
+    cells per 16-pixel grid cell (1 for features, 16 for a pixel-stride model)."""
 
     plan: TilePlan
     chunk: int = 128
+    scale: int = 1
 
     def __post_init__(self) -> None:
         if self.chunk < 1:
             raise InputError(f"--chunk {self.chunk}: give a block side of at least 1 feature cell")
 
     @property
+    def grid_shape(self) -> tuple[int, int]:
+        """The output grid in cells: ``ceil(scene / stride)``."""
+        s = self.plan.patch // self.scale
+        return -(-self.plan.height // s), -(-self.plan.width // s)
+
+    @property
     def shape(self) -> tuple[int, int]:
         """Blocks ``(rows, cols)``."""
-        h, w = self.plan.grid_shape
+        h, w = self.grid_shape
         return -(-h // self.chunk), -(-w // self.chunk)
 
     def __len__(self) -> int:
         return self.shape[0] * self.shape[1]
 
     def blocks(self) -> Iterator[Block]:
-        h, w = self.plan.grid_shape
+        h, w = self.grid_shape
         c = self.chunk
         for i in range(self.shape[0]):
             for j in range(self.shape[1]):
@@ -92,21 +99,27 @@ class BlockPlan:
 
     def tiles_run(self) -> int:
         """Tiles run over all blocks (halo tiles are run once per block they touch)."""
-        return sum(len(self.plan.for_cells(b.row0, b.row1, b.col0, b.col1)) for b in self.blocks())
+        return sum(len(self.plan.for_cells(*self.grid_cells(b))) for b in self.blocks())
+
+    def grid_cells(self, block: Block) -> tuple[int, int, int, int]:
+        """The 16-pixel grid cells ``(row0, row1, col0, col1)`` under a block's output cells."""
+        k = self.scale
+        return block.row0 // k, -(-block.row1 // k), block.col0 // k, -(-block.col1 // k)
 
 
-def auto_chunk(plan: TilePlan, workers: int = 1, largest: int = 256, smallest: int = 64) -> int:
-    """Default block side in cells: ``largest`` (halo tiles then cost at most ~17 % for tiles of 512/64),
-    halved down to ``smallest`` until each of several workers gets at least two blocks."""
+def auto_chunk(plan: TilePlan, workers: int = 1, largest: int = 256, smallest: int = 64, scale: int = 1) -> int:
+    """Default block side in output cells: ``largest`` 16-pixel cells (halo tiles then cost at most ~17 % for tiles
+    of 512/64), halved down to ``smallest`` until each of several workers gets at least two blocks; x ``scale``."""
     c = largest
     while workers > 1 and c > smallest and len(BlockPlan(plan, c)) < 2 * workers:
         c //= 2
-    return c
+    return c * scale
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """What a worker needs to build the extractor: spec name, weights, layers, device, precision, band mixer.
+    """What a worker needs to build the model: spec name (or ``package.module:factory``), weights, layers, device,
+    precision, band mixer.
 
     ``threads`` (torch CPU threads in the worker) is not part of the model's identity.
     """
@@ -124,8 +137,8 @@ class ModelRef:
         """The files this model reads (weights, band mixer): a run must never write over them."""
         return [p for p in (self.weights, self.mixer) if p not in (None, "random")]
 
-    def extractor(self) -> FeatureExtractor:
-        """The extractor, built on first use in this process and kept (one per ref)."""
+    def extractor(self) -> TileModel:
+        """The model, built on first use in this process and kept (one per ref)."""
         with _LOCK:
             if self not in _EXTRACTORS:
                 from geodino.models import build_model
@@ -133,13 +146,16 @@ class ModelRef:
 
                 if self.threads:
                     torch.set_num_threads(self.threads)
+                if ":" in self.model:
+                    _EXTRACTORS[self] = load_factory(self.model)
+                    return _EXTRACTORS[self]
                 mixer = BandMixer.load(self.mixer) if self.mixer else None
                 net = build_model(self.model, self.weights, check_hash=self.check_hash)
                 _EXTRACTORS[self] = FeatureExtractor(net, list(self.layers), self.device, self.precision, mixer)
             return _EXTRACTORS[self]
 
 
-_EXTRACTORS: dict[ModelRef, FeatureExtractor] = {}
+_EXTRACTORS: dict[ModelRef, TileModel] = {}
 _LOCK = threading.Lock()
 
 
@@ -159,33 +175,27 @@ def loaded_models() -> int:
     return len(_EXTRACTORS)
 
 
-def block_metadata(
-    scene: Scene, blocks: BlockPlan, adapter: BandAdapter, extractor: FeatureExtractor, options: EncodeOptions
-) -> dict[str, object]:
-    """The run record (:func:`~geodino.engine.run_metadata`) of a block-wise run, with its block plan."""
-    meta = run_metadata(scene, blocks.plan, adapter, extractor, options, None, 0)
-    meta.pop("tiles_skipped_empty")  # blocks do not report it
-    meta["blocks"] = blocks.record()
-    return meta
+def block_record(job: Job, blocks: BlockPlan, model: TileModel, dtype: str = "float32") -> dict[str, object]:
+    """The run record of a block-wise run: the job's, with its block plan."""
+    return job.record(model, content_of(model), blocks=blocks.record(), pca=None, dtype=dtype, nodata="nan").as_dict()
 
 
-def encode_block(
-    scene: Scene, plan: TilePlan, adapter: BandAdapter, model: ModelRef | FeatureExtractor, options: EncodeOptions, block: Block
-) -> np.ndarray:
-    """Features of one block, ``(D, rows, cols)`` float32 (NaN where no valid input), equal to the same cells
-    of a whole-scene run with the same plan, adapter and model."""
-    extractor = model.extractor() if isinstance(model, ModelRef) else model
-    sub = plan.for_cells(block.row0, block.row1, block.col0, block.col1)
-    c0 = sub.cell_bounds[2]
-    buf = np.full((extractor.dim, *block.shape), np.nan, np.float32)
+def run_block(job: Job, model: ModelRef | TileModel, block: Block, scale: int | None = None) -> np.ndarray:
+    """Output of one block, ``(C, rows, cols)`` float32 (NaN where no valid input), equal to the same cells of a
+    whole-scene run of ``job`` (``scale``: the job's, output cells per 16-pixel cell)."""
+    net = model.extractor() if isinstance(model, ModelRef) else model
+    k = scale or job.scale
+    r0, r1, c0, c1 = BlockPlan(job.plan, 1, k).grid_cells(block)
+    sub = sub_job(job, r0, r1, c0, c1)
+    col0 = sub.plan.cell_bounds[2] * k
+    buf = np.full((job.dim, *block.shape), np.nan, np.float32)
 
     def sink(row: int, rows: np.ndarray) -> None:  # keep the block's own cells of the finished rows
         lo, hi = max(row, block.row0), min(row + rows.shape[0], block.row1)
         if lo < hi:
-            part = rows[lo - row : hi - row, block.col0 - c0 : block.col1 - c0]
+            part = rows[lo - row : hi - row, block.col0 - col0 : block.col1 - col0]
             buf[:, lo - block.row0 : hi - block.row0] = part.transpose(2, 0, 1)
 
-    stitcher = Stitcher(sub, extractor.dim, sink, options.blend_floor)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        stream_tiles(scene, sub, adapter, extractor, options, lambda d, out, cv, *_: stitcher.add(d.tile, out, cv), stitcher.finish_row)
+        stitch_job(sub, net, sink)
     return buf

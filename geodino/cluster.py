@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from geodino.adapter import BandAdapter
-from geodino.blocks import Block, BlockPlan, ModelRef, auto_chunk, block_metadata, encode_block, release
-from geodino.engine import EncodeOptions, band_names, check_options, make_plan, prepare_scene
+from geodino.blocks import Block, BlockPlan, ModelRef, auto_chunk, block_record, release, run_block
+from geodino.engine import EncodeOptions, check_options
 from geodino.errors import GeodinoError, InputError, Interrupted, Terminated
+from geodino.job import Job, as_job
 from geodino.outputs import OutputSet, absolute
 from geodino.runstore import ZarrRun, file_identity, write_block
 from geodino.scene import Scene, open_scene
-from geodino.tiling import TilePlan, feature_geobox
+from geodino.tilemodel import TileModel
+from geodino.tiling import TilePlan
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -40,22 +42,20 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class BlockJob:
-    """Everything a worker needs for one block (a small picklable value): encode it, write it, mark it done."""
+    """Everything a worker needs for one block (a small picklable value): run it, write it, mark it done."""
 
-    scene: Scene
-    plan: TilePlan
-    adapter: BandAdapter
-    model: ModelRef
-    options: EncodeOptions
+    job: Job
+    model: ModelRef | TileModel
+    dtype: str
     run_folder: str
 
     def __call__(self, block: Block) -> str:
         try:
-            data = encode_block(self.scene, self.plan, self.adapter, self.model, self.options, block)
+            data = run_block(self.job, self.model, block)
         except GeodinoError as exc:  # re-raised bare: a chained GDAL error would not survive the trip back
             error = type(exc)(*exc.args)
         else:
-            write_block(self.run_folder, block, data, self.options.dtype)
+            write_block(self.run_folder, block, data, self.dtype)
             return block.key
         raise error
 
@@ -71,13 +71,15 @@ class ZarrResult:
     tiles_run: int
     seconds: float
     scheduler: str
+    adapter: BandAdapter
+    crs: str | None
     metadata: dict[str, object] = field(repr=False)
 
 
 def encode_to_zarr(
-    scene: Scene | str | Path | list[str],
+    scene: Job | Scene | str | Path | list[str],
     out: str | Path,
-    model: ModelRef,
+    model: ModelRef | TileModel,
     options: EncodeOptions = EncodeOptions(fmt="zarr"),
     chunk: int | None = None,
     scheduler: str | None = None,
@@ -86,7 +88,9 @@ def encode_to_zarr(
     threads: int | None = None,
     adapter: BandAdapter | None = None,
 ) -> ZarrResult:
-    """Encode ``scene`` into the Zarr store ``out`` in ``chunk x chunk``-cell blocks; resumes an interrupted run.
+    """Run ``model`` over ``scene`` (a path, :class:`Scene` or prepared :class:`~geodino.job.Job`) into the Zarr store
+    ``out`` in ``chunk x chunk``-cell blocks; resumes an interrupted run. ``model``: a :class:`ModelRef` (built once
+    per worker) or a TileModel object (pickled to the workers of a cluster).
 
     ``chunk`` None: that of the unfinished run being resumed, else :func:`~geodino.blocks.auto_chunk` for the workers.
 
@@ -97,8 +101,11 @@ def encode_to_zarr(
     t0 = time.perf_counter()
     check_request(options, chunk, scheduler, workers)
     out = absolute(out)  # workers may run in other folders
-    scene = (scene if isinstance(scene, Scene) else open_scene(scene)).absolute()
-    with OutputSet({"features": out}, [*scene.paths, *model.inputs()], options.overwrite) as outs:
+    if not isinstance(scene, (Job, Scene)):
+        scene = open_scene(scene).absolute()
+    paths = scene.scene.paths if isinstance(scene, Job) else scene.paths
+    model_inputs = model.inputs() if isinstance(model, ModelRef) else []
+    with OutputSet({"features": out}, [*paths, *model_inputs], options.overwrite) as outs:
         run = ZarrRun(out)
         fresh = options.overwrite or not run.folder.exists()
         try:
@@ -122,36 +129,34 @@ def encode_to_zarr(
 
 
 def _run_blocks(
-    scene: Scene, out: Path, run: ZarrRun, model: ModelRef, options: EncodeOptions, chunk: int | None,
+    scene: Job | Scene, out: Path, run: ZarrRun, model: ModelRef | TileModel, options: EncodeOptions, chunk: int | None,
     scheduler: str | None, workers: int | None, progress: Progress | None, threads: int | None, adapter: BandAdapter | None,
 ) -> ZarrResult:  # fmt: skip
     """Build (or resume) the run's store and encode every block not done yet; checks that all are done."""
-    extractor = model.extractor()  # checks the weights before any worker starts; reused by the threaded scheduler
-    if adapter is None:  # else the caller prepared the scene (one statistics read per run)
-        scene, adapter = prepare_scene(scene, extractor.in_bands, options)
-    plan = make_plan(scene, options, extractor.patch)
-    names = band_names(extractor.layers, extractor.embed_dim, None)
-    fgeo = feature_geobox(scene.geobox, plan.patch)
+    extractor = model.extractor() if isinstance(model, ModelRef) else model  # weights checked before any worker starts
+    job = as_job(scene, extractor, options.tiling, options.choice, adapter)  # adapter: prepared by the caller
     with BlockRunner(scheduler, workers, threads) as runner:  # connected before anything is written
         chunk = (None if options.overwrite else run.previous_chunk()) if chunk is None else chunk
-        chunk = chunk or auto_chunk(plan, runner.n_workers)
-        blocks = BlockPlan(plan, chunk)
-        meta = block_metadata(scene, blocks, adapter, extractor, options)
-        fingerprint = {k: v for k, v in meta.items() if k != "created"} | {"scene_files": file_identity(scene.paths)}
-        if runner.client is not None:  # the workers build their own: free this process's copy (a GPU's memory)
+        chunk = chunk or auto_chunk(job.plan, runner.n_workers, scale=job.scale)
+        blocks = BlockPlan(job.plan, chunk, job.scale)
+        meta = block_record(job, blocks, extractor, options.dtype)
+        fingerprint = {k: v for k, v in meta.items() if k != "created"} | {"scene_files": file_identity(job.scene.paths)}
+        if runner.client is not None and isinstance(model, ModelRef):  # the workers build their own: free this copy
             del extractor
             release(model)
-        done = run.prepare(fingerprint, fgeo, names, options.dtype, chunk, meta, options.overwrite)
+        done = run.prepare(fingerprint, job.grid, job.channels, options.dtype, chunk, meta, options.overwrite)
         todo = [b for b in blocks.blocks() if b.key not in done]
-        job = BlockJob(scene, plan, adapter, model, options, str(run.folder))
+        block_job = BlockJob(job, model, options.dtype, str(run.folder))
         if progress:
             progress(len(done), len(blocks))
-        runner.run(job, todo, lambda n: progress(len(done) + n, len(blocks)) if progress else None)
+        runner.run(block_job, todo, lambda n: progress(len(done) + n, len(blocks)) if progress else None)
     missing = len(blocks) - len(run.done())
     if missing:
         raise InputError(f"{missing} blocks were not written: re-run the same command to finish {out}")
     tiles_run = cast("dict[str, int]", meta["blocks"])["tiles_run"]
-    return ZarrResult(out, plan.grid_shape, len(names), len(blocks), chunk, len(done), tiles_run, 0.0, runner.where, meta)
+    return ZarrResult(
+        out, job.grid_shape, job.dim, len(blocks), chunk, len(done), tiles_run, 0.0, runner.where, job.adapter, job.scene.crs, meta
+    )
 
 
 def check_request(options: EncodeOptions, chunk: int | None, scheduler: str | None, workers: int | None) -> None:
@@ -233,7 +238,7 @@ class BlockRunner:
             return
         from dask.distributed import as_completed
 
-        if self.workers is not None and isinstance(job, BlockJob):
+        if self.workers is not None and isinstance(job, BlockJob) and isinstance(job.model, ModelRef):
             job = replace(job, model=replace(job.model, threads=self.threads))
         # One block in flight per worker thread: a worker that finishes gets the next block, so equal
         # blocks spread evenly whatever the scheduler would have guessed about their cost up front.

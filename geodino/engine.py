@@ -1,61 +1,70 @@
-"""The encoding job: the only place that knows the order of the stages.
+"""The streaming executor of a :class:`~geodino.job.Job`, and encoding as a streamed job.
 
-``Scene -> TilePlan -> SceneReader (threads) -> FeatureExtractor -> Stitcher -> FeatureWriter``.
-:func:`encode_scene` is what the CLI's ``encode``, the demo, the benchmarks and notebooks call.
+``Job -> SceneReader (threads) -> TileModel (batches) -> Stitcher (one tile row) -> sink (rows)``:
+:func:`stitch_job` is the one loop over a job's tiles; :func:`encode_scene` (features, COG or Zarr),
+:func:`~geodino.predict.predict_scene` (prediction rasters) and :func:`~geodino.blocks.run_block`
+(one block of a block-wise or lazy run) are that loop with different sinks.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import numpy as np
 import rasterio
 import torch
 
-import geodino
-from geodino.adapter import BandAdapter, prepare
+from geodino.adapter import BandAdapter
 from geodino.errors import GeodinoError, InputError
-from geodino.features import FeatureExtractor, Tokens
+from geodino.features import FeatureExtractor
+from geodino.job import BandChoice, Job, Tiling, as_job
+from geodino.models.specs import WeightsSpec
 from geodino.outputs import OutputSet, check_targets, own_outputs
 from geodino.pca import PCA, CellSampler, fit_pca
 from geodino.reader import SceneReader, TileData, cell_valid, prefetch
 from geodino.scene import Scene, open_scene
-from geodino.stitch import Stitcher
-from geodino.tiling import TilePlan, feature_geobox
+from geodino.stitch import Sink, Stitcher
+from geodino.tilemodel import TileModel, patches_of
+from geodino.tiling import TilePlan
 from geodino.tokens import TokenCollector, tokens_path
 from geodino.writer import GDAL_CACHE_MB, FeatureWriter, check_format
-
-if TYPE_CHECKING:
-    from geodino.models.specs import WeightsSpec
 
 #: ``progress(tiles_done, tiles_total)``
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EncodeOptions:
-    """How to tile, batch and write. Tile and overlap are in pixels, multiples of 16."""
+    """The encode command's options, keyword-only, by concern: tiling (:attr:`tiling`), bands (:attr:`choice`)
+    and output (``fmt``, ``dtype``, ``pca``, ``tokens``, ``overwrite``). Tile and overlap are multiples of 16 px."""
 
     tile: int = 512
     overlap: int = 64
     batch_size: int = 4
+    read_threads: int = 2
+    blend_floor: float = 0.1
+    sensor: str | None = None
+    bands: str | None = None
+    gsd: float | None = None  # resample the scene to this many metres per pixel before tiling
+    allow_clipping: bool = False  # run even when more than half of a band's valid pixels clip
     fmt: str = "cog"
     dtype: str = "float32"
     pca: int | None = None
     tokens: bool = False
     overwrite: bool = False
-    sensor: str | None = None
-    bands: str | None = None
-    read_threads: int = 2
-    blend_floor: float = 0.1
-    gsd: float | None = None  # resample the scene to this many metres per pixel before tiling
-    allow_clipping: bool = False  # run even when more than half of a band's valid pixels clip
+
+    @property
+    def tiling(self) -> Tiling:
+        return Tiling(tile=self.tile, overlap=self.overlap, batch_size=self.batch_size, read_threads=self.read_threads,
+                      blend_floor=self.blend_floor)  # fmt: skip
+
+    @property
+    def choice(self) -> BandChoice:
+        return BandChoice(sensor=self.sensor, bands=self.bands, gsd=self.gsd, allow_clipping=self.allow_clipping)
 
 
 @dataclass
@@ -71,13 +80,12 @@ class EncodeResult:
     metadata: dict[str, object] = field(repr=False)
     pca: PCA | None = None
     tokens_path: Path | None = None
+    crs: str | None = None
 
 
-def band_names(layers: list[int], dim: int, pca: int | None) -> list[str]:
-    """``L<block>_<channel>`` for features of each layer, or ``PC1..PCk``."""
-    if pca:
-        return [f"PC{i + 1}" for i in range(pca)]
-    return [f"L{layer}_{j:04d}" for layer in layers for j in range(dim)]
+def pca_names(k: int) -> list[str]:
+    """Band names of a PCA output: ``PC1..PCk``."""
+    return [f"PC{i + 1}" for i in range(k)]
 
 
 def encode_targets(out: str | Path, options: EncodeOptions) -> dict[str, Path | None]:
@@ -94,156 +102,139 @@ def check_outputs(out: str | Path, options: EncodeOptions, inputs: Iterable[str 
 def check_options(options: EncodeOptions) -> None:
     """Range checks of every option, before any work."""
     check_format(options.fmt, options.dtype)
-    if options.batch_size < 1:
-        raise InputError(f"--batch-size {options.batch_size}: give at least 1")
-    if options.read_threads < 0:
-        raise InputError(f"--read-threads {options.read_threads}: give 0 (read in the main thread) or more")
+    options.tiling.check()
     if options.pca is not None and options.pca < 1:
         raise InputError(f"--pca {options.pca}: give at least 1 component")
-    if not math.isfinite(options.blend_floor) or not 0 < options.blend_floor <= 1:
-        raise InputError(f"blend floor {options.blend_floor}: give a value in (0, 1]")
 
 
-def make_plan(scene: Scene, options: EncodeOptions, patch: int = 16) -> TilePlan:
-    h, w = scene.shape
-    return TilePlan(h, w, options.tile, options.overlap, patch)
-
-
-def prepare_scene(scene: Scene, n_inputs: int, options: EncodeOptions) -> tuple[Scene, BandAdapter]:
-    """:func:`~geodino.adapter.prepare` with the run's options (sensor, bands, gsd, allow_clipping): the scene the
-    model sees and its adapter, once per run."""
-    return prepare(scene, n_inputs, options.sensor, options.bands, options.gsd, options.allow_clipping)
+def content_of(model: TileModel, pca: PCA | None = None) -> str:
+    """What an output's values are, for its record."""
+    if pca is not None:
+        of = "patch features" if isinstance(model, FeatureExtractor) else f"the outputs of {model.describe().get('model')}"
+        return f"PCA of {of}, {pca.k} components"
+    if isinstance(model, FeatureExtractor):
+        return "DINOv3 patch features, one vector per 16x16-pixel patch"
+    s = model.out_stride
+    return f"outputs of {model.describe().get('model')}, one vector per {s}x{s}-pixel cell"
 
 
 def encode_scene(
-    scene: Scene | str | Path | list[str],
+    scene: Job | Scene | str | Path | list[str],
     out: str | Path,
-    extractor: FeatureExtractor,
+    extractor: TileModel,
     options: EncodeOptions = EncodeOptions(),
     progress: Progress | None = None,
     adapter: BandAdapter | None = None,
     outputs: OutputSet | None = None,
 ) -> EncodeResult:
-    """Encode a whole scene into a georeferenced feature raster at ``out`` (COG or Zarr).
+    """Encode a whole scene with ``extractor`` (any :class:`~geodino.tilemodel.TileModel`) into a georeferenced
+    raster at ``out`` (COG or Zarr), streamed.
 
-    Output: ``(bands, ceil(H/16), ceil(W/16))`` with the scene's CRS and transform x scale(16), NaN nodata.
-    ``adapter`` defaults to :func:`~geodino.adapter.prepare` with ``options`` (sensor, bands, gsd, allow_clipping);
-    a given ``adapter`` must come with the scene :func:`~geodino.adapter.prepare` returned.
+    Output: ``(C, ceil(H/s), ceil(W/s))`` for a model of stride ``s`` (16: the patch grid), the scene's CRS and
+    transform x scale(s), NaN nodata. ``scene`` may be a prepared :class:`~geodino.job.Job` (its tiling wins over
+    ``options``'); else ``adapter``, when given, must come with the scene :func:`~geodino.adapter.prepare` returned.
     ``outputs``: the run's :class:`~geodino.outputs.OutputSet` (its owner commits); default one of its own,
     committed here. Nothing changes at ``out`` (or beside it) if anything fails.
     """
     check_options(options)
-    if not isinstance(scene, Scene):
+    if not isinstance(scene, (Job, Scene)):
         scene = open_scene(scene)
+    paths = scene.scene.paths if isinstance(scene, Job) else scene.paths
     # GDAL's block cache defaults to 5% of RAM and would fill with the scene's and the output's blocks:
     # bounded, memory stays flat with scene size (statistics read and reader threads included).
-    with (
-        rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB),
-        own_outputs(outputs, encode_targets(out, options), scene.paths, options.overwrite) as outs,
-    ):
-        return _encode(scene, outs, extractor, options, progress, adapter)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), own_outputs(outputs, encode_targets(out, options), paths, options.overwrite) as outs:
+        return _encode(as_job(scene, extractor, options.tiling, options.choice, adapter), outs, extractor, options, progress)
 
 
-def _encode(
-    scene: Scene,
-    outs: OutputSet,
-    extractor: FeatureExtractor,
-    options: EncodeOptions,
-    progress: Progress | None,
-    adapter: BandAdapter | None,
-) -> EncodeResult:
+def _encode(job: Job, outs: OutputSet, model: TileModel, options: EncodeOptions, progress: Progress | None) -> EncodeResult:
     t_start = time.perf_counter()
-    if adapter is None:
-        scene, adapter = prepare_scene(scene, getattr(extractor, "in_bands", 3), options)
-    plan = make_plan(scene, options, extractor.patch)
-    fgeo = feature_geobox(scene.geobox, plan.patch)
+    if options.pca is not None and options.pca > job.dim:
+        raise InputError(f"--pca {options.pca}: the model gives {job.dim} channels")
     sampler = CellSampler() if options.pca else None
-    tokens = TokenCollector(scene.geobox, plan) if options.tokens else None
-    with FeatureWriter(outs.temp("features"), fgeo, extractor.dim, options.fmt, options.dtype) as writer:
-        stitcher = Stitcher(plan, extractor.dim, writer.write_rows, options.blend_floor)
+    tokens = TokenCollector(job.scene.geobox, job.plan) if options.tokens else None
+    with FeatureWriter(outs.temp("features"), job.grid, job.dim, options.fmt, options.dtype) as writer:
 
         def on_tile(d: TileData, out: np.ndarray, cv: np.ndarray, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
-            stitcher.add(d.tile, out, cv)
             if sampler is not None:
                 sampler.add(out, cv)
             if tokens is not None and cls is not None and storage is not None:
                 tokens.add(d.tile, cls.numpy(), storage.numpy())
 
-        model_seconds, skipped = stream_tiles(scene, plan, adapter, extractor, options, on_tile, stitcher.finish_row, progress)
+        model_seconds, skipped = stitch_job(job, model, writer.write_rows, progress, on_tile)
         pca = fit_pca(sampler.sample(), options.pca) if sampler is not None and options.pca else None
-        meta = run_metadata(scene, plan, adapter, extractor, options, pca, skipped)
-        names = band_names(extractor.layers, extractor.embed_dim, options.pca)
+        record = job.record(model, content_of(model, pca), tiles_skipped_empty=skipped, pca=pca.record() if pca else None,
+                            dtype=options.dtype, nodata="nan")  # fmt: skip
+        meta = record.as_dict()
+        names = pca_names(pca.k) if pca is not None else list(job.channels)
         writer.finish(meta, names, pca.transform if pca is not None else None)
     tokens_out = None
     if tokens is not None and tokens.write(outs.temp("tokens"), meta) is not None:
         tokens_out = outs.path("tokens")
     return EncodeResult(
-        outs.path("features"),
-        plan.grid_shape,
-        len(names),
-        len(plan),
-        skipped,
-        time.perf_counter() - t_start,
-        model_seconds,
-        adapter,
-        meta,
-        pca,
-        tokens_out,
-    )
+        outs.path("features"), job.grid_shape, len(names), len(job.plan), skipped, time.perf_counter() - t_start,
+        model_seconds, job.adapter, meta, pca, tokens_out, job.scene.crs,
+    )  # fmt: skip
 
 
 #: ``on_tile(data, out (t, t, C), cell_valid (t, t), cls, storage)`` for each non-empty tile, in plan order.
 TileSink = Callable[[TileData, np.ndarray, np.ndarray, "torch.Tensor | None", "torch.Tensor | None"], None]
 
 
-class TileModel(Protocol):
-    """What :func:`stream_tiles` runs: a feature extractor or a predictor (``out_stride`` optional, default the patch)."""
+def stitch_job(
+    job: Job, model: TileModel, sink: Sink, progress: Progress | None = None, on_tile: TileSink | None = None
+) -> tuple[float, int]:
+    """Run ``model`` over every tile of ``job`` and hand the blended output rows to ``sink(row0, (rows, cols, C))``
+    as soon as they are final (rows in output cells, counted from the job's grid). ``on_tile`` sees each raw tile
+    output too. Returns ``(model seconds, tiles skipped as empty)``."""
+    stitcher = Stitcher(job.plan, job.dim, sink, job.tiling.blend_floor, job.stride)
 
-    def normalize(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor: ...
-    def __call__(self, x: torch.Tensor) -> Tokens: ...
+    def add(d: TileData, out: np.ndarray, cv: np.ndarray, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
+        stitcher.add(d.tile, out, cv)
+        if on_tile is not None:
+            on_tile(d, out, cv, cls, storage)
+
+    return stream_tiles(job, model, add, stitcher.finish_row, progress)
 
 
 def stream_tiles(
-    scene: Scene,
-    plan: TilePlan,
-    adapter: BandAdapter,
-    extractor: TileModel,
-    options: EncodeOptions,
-    on_tile: TileSink,
-    on_row_done: Callable[[], None],
-    progress: Progress | None = None,
+    job: Job, model: TileModel, on_tile: TileSink, on_row_done: Callable[[], None], progress: Progress | None = None
 ) -> tuple[float, int]:
-    """Read every tile of ``plan`` ahead in threads, run non-empty ones through ``extractor`` in batches,
-    and hand each output to ``on_tile`` in plan order; ``on_row_done`` after each tile row.
+    """Read every tile of ``job.plan`` ahead in threads, run non-empty ones through ``model`` in batches, and hand
+    each output ``(T/s, T/s, C)`` to ``on_tile`` in plan order; ``on_row_done`` after each tile row.
 
-    ``extractor`` outputs ``(B, C, T/s, T/s)`` with ``s = extractor.out_stride`` (16: patch grid, 1: pixels).
     Returns ``(model seconds, tiles skipped as empty)``.
     """
-    stride = getattr(extractor, "out_stride", plan.patch)
+    plan, stride, tiling = job.plan, job.stride, job.tiling
     last_col = plan.tile_cols.stop - 1
     model_seconds, done, skipped = 0.0, 0, 0
     pending: list[TileData] = []
+    t_out = plan.tile // stride
 
     def flush() -> None:
         nonlocal model_seconds, done, skipped
         full = [d for d in pending if not d.empty]
-        outs: Iterator[tuple[Any, Any, Any]] = iter(())
+        outs: Iterator[tuple[Any, Any, Any, Any]] = iter(())
         if full:
             x = torch.from_numpy(np.stack([d.x for d in full]))
             valid = torch.from_numpy(np.stack([d.valid for d in full]))
             t0 = time.perf_counter()
-            res = extractor(extractor.normalize(x, valid))
+            res = patches_of(model(model.normalize(x, valid)))
             model_seconds += time.perf_counter() - t0
-            check_finite(res.patches, full)
+            check_shape(res.patches, len(full), job.dim, t_out)
+            cells = torch.from_numpy(np.stack([cell_valid(d.valid, stride) for d in full]))
+            check_finite(res.patches, cells, full)
             cls = res.cls if res.cls is not None else [None] * len(full)
             storage = res.storage if res.storage is not None else [None] * len(full)
-            outs = iter(zip(res.patches.permute(0, 2, 3, 1).numpy(), cls, storage, strict=True))
+            patches = res.patches.float().cpu().permute(0, 2, 3, 1).numpy()
+            outs = iter(zip(patches, cells.numpy(), cls, storage, strict=True))
         for d in pending:
             if d.empty:
                 skipped += 1
             else:
-                out, cls_i, storage_i = next(outs)
-                on_tile(d, out, cell_valid(d.valid, stride), cls_i, storage_i)
+                out, cv, cls_i, storage_i = next(outs)
+                if not cv.all():  # cells with no valid pixel carry no weight, and may hold anything (0/0 of padding)
+                    out = np.where(cv[..., None], out, 0.0).astype(np.float32)
+                on_tile(d, out, cv, cls_i, storage_i)
             if d.tile.col == last_col:
                 on_row_done()
             done += 1
@@ -251,25 +242,41 @@ def stream_tiles(
                 progress(done, len(plan))
         pending.clear()
 
-    with SceneReader(scene, adapter) as reader:
-        for data in prefetch(reader.read_tile, plan.tiles(), workers=options.read_threads, ahead=max(8, 2 * options.batch_size)):
+    with SceneReader(job.scene, job.adapter) as reader:
+        for data in prefetch(reader.read_tile, plan.tiles(), workers=tiling.read_threads, ahead=max(8, 2 * tiling.batch_size)):
             pending.append(data)
-            if sum(not d.empty for d in pending) >= options.batch_size:
+            if sum(not d.empty for d in pending) >= tiling.batch_size:
                 flush()
         flush()
     return model_seconds, skipped
 
 
-def check_finite(out: torch.Tensor, tiles: list[TileData]) -> None:
-    """Stop the run when the model gave NaN or inf for any tile of the batch ``out`` ``(B, C, h, w)``."""
-    finite = torch.isfinite(out).flatten(1).all(1)
+def check_shape(out: torch.Tensor, batch: int, channels: int, cells: int) -> None:
+    """Stop the run when the model's batch is not ``(batch, channels, cells, cells)``, as its card says."""
+    want = (batch, channels, cells, cells)
+    if tuple(out.shape) != want:
+        raise GeodinoError(
+            f"the model returned a batch of shape {tuple(out.shape)}, its channels and out_stride promise {want}: "
+            "fix the model's channels or out_stride"
+        )
+
+
+def check_finite(out: torch.Tensor, cells: torch.Tensor, tiles: list[TileData]) -> None:
+    """Stop the run when the model gave NaN or inf in a valid cell (``cells`` ``(B, h, w)``) of the batch ``out``
+    ``(B, C, h, w)``; cells with no valid pixel (padding, nodata) may hold anything: they are not written."""
+    finite = (torch.isfinite(out) | ~cells[:, None]).flatten(1).all(1)
     if not bool(finite.all()):
         t = tiles[int((~finite).nonzero()[0])].tile
         r, c, h, w = t.px_window
         raise GeodinoError(
-            f"the model gave NaN/inf for tile {t.row},{t.col} (pixel rows {r}-{r + h}, cols {c}-{c + w}): "
-            "check the weights (geodino check-weights) and the input's values; nothing was written"
+            f"the model gave NaN/inf for tile {t.row},{t.col} (pixel rows {r}-{r + h}, cols {c}-{c + w}) on valid pixels: "
+            "check the model's weights (geodino check-weights for a registered one) and the input's values; nothing was written"
         )
+
+
+def sub_job(job: Job, row0: int, row1: int, col0: int, col1: int) -> Job:
+    """The job of the tiles touching grid cells ``[row0, row1) x [col0, col1)`` (16-pixel cells)."""
+    return replace(job, plan=job.plan.for_cells(row0, row1, col0, col1))
 
 
 def check_memory(estimate: dict[str, int], what: str) -> None:
@@ -283,31 +290,6 @@ def check_memory(estimate: dict[str, int], what: str) -> None:
             f"{what} needs about {need / 2**30:.1f} GiB ({parts}) but {free / 2**30:.1f} GiB are available: "
             "use a smaller --tile or --batch-size"
         )
-
-
-def run_metadata(
-    scene: Scene, plan: TilePlan, adapter: BandAdapter, extractor: FeatureExtractor, options: EncodeOptions, pca: PCA | None, skipped: int
-) -> dict[str, object]:
-    """The record of how an output was made (GeoTIFF tags / Zarr attrs)."""
-    model = extractor.describe()
-    return {
-        "version": geodino.__version__,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "scene": list(scene.paths),
-        "scene_grid": {"shape": list(scene.shape), "transform": list(scene.transform)[:6], "crs": scene.crs, "offset": list(scene.offset)},
-        **model,
-        "content": f"PCA of patch features, {pca.k} components" if pca else "DINOv3 patch features, one vector per 16x16-pixel patch",
-        "adapter": adapter.record(),
-        "tile": plan.tile,
-        "overlap": plan.overlap,
-        "patch": plan.patch,
-        "tiles": len(plan),
-        "tiles_skipped_empty": skipped,
-        "blend": f"raised cosine with floor {options.blend_floor}, zero on invalid cells, sums in float64",
-        "pca": pca.record() if pca else None,
-        "dtype": options.dtype,
-        "nodata": "nan",
-    }
 
 
 def n_params(spec: WeightsSpec) -> int:
@@ -332,3 +314,8 @@ def estimate_memory(
         "model weights": n_params * 4,
         "activations": batch_size * tokens * dim * 4 * 12,
     }
+
+
+def job_memory(job: Job, n_params: int = 0) -> dict[str, int]:
+    """:func:`estimate_memory` of a job (``n_params``: the model's parameters, if known)."""
+    return estimate_memory(job.plan, job.dim, job.tiling.batch_size, n_params, len(job.card.bands), job.stride)

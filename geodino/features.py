@@ -7,37 +7,18 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from geodino.device import autocast, check_precision, resolve_device
 from geodino.errors import InputError
 from geodino.models.multiband import BandMixer
 from geodino.models.vit import DinoVisionTransformer
+from geodino.tilemodel import GRID, ModelCard, Tokens
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when present, else CPU; otherwise the named device (checked)."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device} asked for but CUDA is not available here: use --device cpu")
-    return dev
-
-
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    return precision
+__all__ = ["FeatureExtractor", "Tokens", "autocast", "check_precision", "feature_card", "parse_layers", "resolve_device"]
 
 
 def parse_layers(text: str | Sequence[int] | None) -> list[int]:
@@ -54,22 +35,6 @@ def parse_layers(text: str | Sequence[int] | None) -> list[int]:
     if not layers:
         raise InputError(f"--layers {text!r}: give at least one block index, like -1 or 5,11,17,23")
     return layers
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
-    """Autocast to bf16/fp16 on ``device``; nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
-
-
-@dataclass
-class Tokens:
-    """Outputs of one batch, float32 on the CPU."""
-
-    patches: Tensor  # (B, L*D, t, t), or (B, C, T, T) for pixel-resolution predictors
-    cls: Tensor | None  # (B, L, D)
-    storage: Tensor | None  # (B, L, S, D)
 
 
 class FeatureExtractor:
@@ -103,6 +68,18 @@ class FeatureExtractor:
     def dim(self) -> int:
         """Channels of the stitched feature raster: layers x embed_dim."""
         return len(self.layers) * self.embed_dim
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """Identities of the input bands (:class:`~geodino.tilemodel.TileModel`): the mixer's, else the spec's."""
+        if self.mixer is not None:
+            return tuple(self.mixer.band_names)
+        return tuple(self.spec.bands) if self.spec else ("red", "green", "blue")[: self.in_bands]
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Output channel names: ``L<block>_<channel>`` for each layer's features."""
+        return tuple(f"L{layer}_{j:04d}" for layer in self.layers for j in range(self.embed_dim))
 
     def normalize(self, x: Tensor, valid: Tensor) -> Tensor:
         """``(B, N, T, T)`` in [0, 1] and ``(B, T, T)`` validity -> model input on the device; invalid pixels -> 0 (the mean)."""
@@ -142,3 +119,22 @@ class FeatureExtractor:
             if self.mixer is None
             else {"bands": self.mixer.band_names, "weight": self.mixer.mix.weight.flatten(1).tolist()},
         }
+
+
+def check_layers(depth: int, layers: str | Sequence[int] | None) -> list[int]:
+    """``--layers`` as 0-based block indexes of a ``depth``-block backbone; one line for an index out of range."""
+    blocks = []
+    for i in parse_layers(layers):
+        j = i + depth if i < 0 else i
+        if not 0 <= j < depth:
+            raise InputError(f"block index {i} out of range for a model with {depth} blocks")
+        blocks.append(j)
+    return blocks
+
+
+def feature_card(depth: int, embed_dim: int, bands: Sequence[str], layers: str | Sequence[int] | None = None) -> ModelCard:
+    """The :class:`~geodino.tilemodel.ModelCard` of a DINOv3 extractor, from its spec alone (no weights):
+    ``bands`` in, one ``L<block>_<channel>`` vector per 16x16 patch out (indexes out of range are left to
+    :func:`check_layers`, which the run calls when it has checked its other inputs)."""
+    blocks = [i + depth if i < 0 else i for i in parse_layers(layers)]
+    return ModelCard(tuple(bands), GRID, tuple(f"L{layer}_{j:04d}" for layer in blocks for j in range(embed_dim)))

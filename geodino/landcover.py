@@ -9,7 +9,6 @@ The split is spatial: blocks of ``block`` pixels go wholly to training or to val
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from geodino.contract import CONTRACT_KEY, contract_problem, head_contract
 from geodino.engine import EncodeOptions, Progress, encode_scene
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor
+from geodino.job import BandChoice, Job, Tiling, as_job
 from geodino.labels import MAX_CLASSES, Labels
 from geodino.metrics import classification_metrics
 from geodino.models.checkpoint import first_nonfinite
@@ -86,10 +86,12 @@ class TrainResult:
 
 
 def train_head(
-    scene: Scene,
+    scene: Job | Scene,
     labels: Labels,
     extractor: FeatureExtractor,
-    options: EncodeOptions = EncodeOptions(),
+    *,
+    tiling: Tiling = Tiling(),
+    choice: BandChoice = BandChoice(),
     epochs: int = 300,
     lr: float = 1e-2,
     max_pixels: int = 50_000,
@@ -99,7 +101,8 @@ def train_head(
     progress: Progress | None = None,
     adapter: BandAdapter | None = None,
 ) -> TrainResult:
-    """Encode ``scene`` (streamed to a temporary feature raster), then fit a :class:`LinearHead` on labelled pixels."""
+    """Encode ``scene`` (a prepared :class:`~geodino.job.Job`, or a scene prepared here with ``tiling``/``choice``, or
+    with ``adapter``) to a temporary feature raster, then fit a :class:`LinearHead` on labelled pixels."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise InputError(f"epochs must be >= 1, not {epochs!r}")
     if not 2 <= labels.n_classes <= MAX_CLASSES:
@@ -107,8 +110,9 @@ def train_head(
             f"labels {labels.source} give {labels.n_classes} classes: a head takes 2 to {MAX_CLASSES} "
             "(class rasters are uint8 with 255 as nodata)"
         )
+    job = as_job(scene, extractor, tiling, choice, adapter)
     with tempfile.TemporaryDirectory(prefix="geodino-train-") as tmp:
-        enc = encode_scene(scene, Path(tmp) / "features.tif", extractor, dataclasses.replace(options, overwrite=True), progress, adapter)
+        enc = encode_scene(job, Path(tmp) / "features.tif", extractor, EncodeOptions(overwrite=True), progress)
         with rasterio.open(enc.out) as ds:
             feats = torch.from_numpy(np.nan_to_num(ds.read()))  # (D, h, w)
     rows, cols = np.nonzero(labels.pixels >= 0)
@@ -157,7 +161,7 @@ def train_head(
             for k, v in extractor.describe().items()
             if k in ("model", "weights", "weights_sha256", "random_weights", "layers", "mean", "std")
         },
-        "adapter": enc.adapter.record(),  # the scene actually encoded (encode_scene re-prepares the prepared scene)
+        "adapter": enc.adapter.record(),  # the scene actually encoded
         CONTRACT_KEY: head_contract(enc.adapter),
         "metrics": metrics,
         "loss_first_last": [losses[0], losses[-1]],

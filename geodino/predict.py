@@ -1,8 +1,9 @@
-"""Prediction rasters at pixel resolution: canopy height (CHMv2) and land cover (a trained linear head).
+r"""Prediction rasters at pixel resolution: canopy height (CHMv2) and land cover (a trained linear head).
 
-Both reuse the encoding engine: the same tile plan, threaded reader, scene-fixed adapter, streaming
-stitcher (at stride 1: blending per pixel) and atomic COG writer. Predictors follow the extractor
-interface (``normalize``, ``__call__`` -> :class:`~geodino.features.Tokens`, ``out_stride``, ``dim``).
+Both are Jobs run by the streaming executor (:func:`~geodino.engine.stitch_job`): the same tile plan,
+threaded reader, scene-fixed adapter and streaming stitcher (at stride 1: blending per pixel), with a
+sink that writes metres or classes into an atomic COG. The predictors are
+:class:`~geodino.tilemodel.TileModel`\ s of stride 1; which raster is written follows from the predictor.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import geodino
 from geodino.adapter import BandAdapter
-from geodino.engine import EncodeOptions, Progress, TileData, make_plan, prepare_scene, stream_tiles
+from geodino.engine import Progress, stitch_job
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, Tokens, autocast, check_precision, resolve_device
+from geodino.job import BandChoice, Job, Tiling, as_job
 from geodino.outputs import OutputSet, own_outputs
 from geodino.scene import Scene, open_scene
-from geodino.stitch import Stitcher
 from geodino.writer import GDAL_CACHE_MB, NODATA_CLASS, FeatureWriter
 
 if TYPE_CHECKING:
@@ -35,18 +35,19 @@ if TYPE_CHECKING:
 
 
 class CanopyPredictor:
-    """A canopy-height model on its device: ``(B, 3, T, T)`` in [0, 1] -> ``(B, 1, T, T)`` metres."""
+    """A canopy-height model on its device (a :class:`~geodino.tilemodel.TileModel` of stride 1):
+    ``(B, 3, T, T)`` in [0, 1] -> ``(B, 1, T, T)`` metres."""
 
     out_stride = 1
-    dim = 1
-    in_bands = 3
+    channels = ("canopy_height_m",)
+    units = "metres"
 
     def __init__(self, model: CanopyHeightModel, device: str | None = "auto", precision: str = "fp32") -> None:
         self.device = resolve_device(device)
         self.precision = check_precision(precision)
         self.model = model.to(self.device).eval()
         self.spec = model.spec  # HeadSpec: the CHMv2 normalisation
-        self.patch = 16
+        self.bands = tuple(self.spec.bands)
 
     def normalize(self, x: Tensor, valid: Tensor) -> Tensor:
         x = self.spec.normalize(x.to(self.device))
@@ -64,17 +65,23 @@ class CanopyPredictor:
 
 
 class LandCoverPredictor:
-    """Backbone features of the head's layers -> linear head -> logits upsampled x16 (bilinear):
-    ``(B, 3, T, T)`` -> ``(B, C, T, T)``."""
+    """Backbone features of the head's layers -> linear head -> logits upsampled x16 (bilinear), a
+    :class:`~geodino.tilemodel.TileModel` of stride 1: ``(B, 3, T, T)`` -> ``(B, C, T, T)``, one channel per class
+    (named by the head's record, ``info["names"]``); written as the argmax class, uint8."""
 
     out_stride = 1
+    units = "class index"
 
     def __init__(self, extractor: FeatureExtractor, head: LinearHead, info: dict[str, object]) -> None:
         self.extractor = extractor
         self.head = head.to(extractor.device).eval()
         self.info = info
-        self.dim = int(head.n_classes)
-        self.patch, self.spec, self.in_bands = extractor.patch, extractor.spec, extractor.in_bands
+        n = int(head.n_classes)
+        names = info.get("names")
+        self.channels = tuple(str(v) for v in names) if isinstance(names, list) and len(names) == n else tuple(str(i) for i in range(n))
+        self.patch, self.bands = extractor.patch, extractor.bands
+        if n > NODATA_CLASS:
+            raise InputError(f"a class raster holds at most {NODATA_CLASS} classes (uint8, nodata {NODATA_CLASS}); this head has {n}")
 
     def normalize(self, x: Tensor, valid: Tensor) -> Tensor:
         return self.extractor.normalize(x, valid)
@@ -86,8 +93,21 @@ class LandCoverPredictor:
             up = F.interpolate(logits, scale_factor=self.patch, mode="bilinear", align_corners=False)
         return Tokens(up.float().cpu(), None, None)
 
+    def colours(self) -> dict[int, tuple[int, int, int, int]]:
+        """The colour table of the class raster: the head's recorded colours, else the default palette."""
+        from geodino.landcover import colormap
+
+        table = colormap(len(self.channels))
+        stored = self.info.get("colours")
+        if isinstance(stored, list) and len(stored) == len(self.channels):
+            table.update({i: (int(c[0]), int(c[1]), int(c[2]), 255) for i, c in enumerate(stored)})
+        return table
+
     def describe(self) -> dict[str, object]:
-        return {**self.extractor.describe(), "head": self.info}
+        return {**self.extractor.describe(), "head": {k: v for k, v in self.info.items() if k != "metrics"}}
+
+
+Predictor = CanopyPredictor | LandCoverPredictor
 
 
 @dataclass
@@ -104,100 +124,89 @@ class PredictResult:
 
 
 def predict_scene(
-    scene: Scene | str | Path | list[str],
+    scene: Job | Scene | str | Path | list[str],
     out: str | Path,
-    predictor: CanopyPredictor | LandCoverPredictor,
-    options: EncodeOptions = EncodeOptions(),
-    kind: str = "canopy_height",
-    progress: Progress | None = None,
-    adapter: BandAdapter | None = None,
+    predictor: Predictor,
+    *,
+    tiling: Tiling = Tiling(),
+    choice: BandChoice = BandChoice(),
+    overwrite: bool = False,
     resolution: float | None = None,
     probabilities: str | Path | None = None,
-    colormap: dict[int, tuple[int, int, int, int]] | None = None,
-    class_names: list[str] | None = None,
+    progress: Progress | None = None,
+    adapter: BandAdapter | None = None,
     outputs: OutputSet | None = None,
 ) -> PredictResult:
     """Predict over a whole scene at pixel resolution and write a COG at ``out``.
 
-    ``kind="canopy_height"``: float32 metres, NaN nodata. ``kind="land_cover"``: uint8 class index
-    (argmax of the blended logits), nodata 255, colour table; ``probabilities`` adds a float32 COG of
-    softmax class probabilities. ``outputs``: the run's :class:`~geodino.outputs.OutputSet` with the roles
-    ``prediction`` (and ``probabilities``); its owner commits. Default: a set of its own, committed here.
-    Nothing changes at the outputs if anything fails.
+    A :class:`CanopyPredictor` writes float32 metres, NaN nodata (``resolution``: an area mean at that coarser
+    pixel size). A :class:`LandCoverPredictor` writes the uint8 class index (argmax of the blended logits), nodata
+    255, with its colour table; ``probabilities`` adds a float32 COG of softmax class probabilities. ``scene`` may
+    be a prepared :class:`~geodino.job.Job`. ``outputs``: the run's :class:`~geodino.outputs.OutputSet` with the roles
+    ``prediction`` (and ``probabilities``); its owner commits. Nothing changes at the outputs if anything fails.
     """
     t_start = time.perf_counter()
-    if not isinstance(scene, Scene):
+    if not isinstance(predictor, (CanopyPredictor, LandCoverPredictor)):
+        raise InputError(f"predict_scene writes canopy height or land cover; run a {type(predictor).__name__} with encode_scene")
+    if not isinstance(scene, (Job, Scene)):
         scene = open_scene(scene)
-    classes = kind == "land_cover"
-    if classes and predictor.dim > NODATA_CLASS:
-        raise InputError(
-            f"a class raster holds at most {NODATA_CLASS} classes (uint8, nodata {NODATA_CLASS}); this head has {predictor.dim}"
-        )
+    check_resolution(resolution, scene.scene if isinstance(scene, Job) else scene)
+    classes = isinstance(predictor, LandCoverPredictor)
+    if probabilities is not None and not classes:
+        raise InputError("class probabilities come with a land-cover head, not a canopy-height model")
+    paths = scene.scene.paths if isinstance(scene, Job) else scene.paths
     targets = {"prediction": out, "probabilities": probabilities}
-    with own_outputs(outputs, targets, scene.paths, options.overwrite) as outs:
-        return _predict(scene, outs, predictor, options, kind, progress, adapter, resolution, colormap, class_names, t_start)
+    with own_outputs(outputs, targets, paths, overwrite) as outs, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _predict(as_job(scene, predictor, tiling, choice, adapter), outs, predictor, progress, resolution, t_start)
 
 
 def _predict(
-    scene: Scene, outs: OutputSet, predictor: CanopyPredictor | LandCoverPredictor, options: EncodeOptions, kind: str,
-    progress: Progress | None, adapter: BandAdapter | None, resolution: float | None,
-    colormap: dict[int, tuple[int, int, int, int]] | None, class_names: list[str] | None, t_start: float,
-) -> PredictResult:  # fmt: skip
-    if adapter is None:
-        scene, adapter = prepare_scene(scene, predictor.in_bands, options)
-    plan = make_plan(scene, options, predictor.patch)
-    classes = kind == "land_cover"
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        main = FeatureWriter(outs.temp("prediction"), scene.geobox, 1, "cog", "uint8" if classes else "float32")
-        prob = FeatureWriter(outs.temp("probabilities"), scene.geobox, predictor.dim, "cog", "float32") if "probabilities" in outs else None
-        try:
+    job: Job, outs: OutputSet, predictor: Predictor, progress: Progress | None, resolution: float | None, t_start: float
+) -> PredictResult:
+    classes = isinstance(predictor, LandCoverPredictor)
+    names = list(job.channels)
+    main = FeatureWriter(outs.temp("prediction"), job.grid, 1, "cog", "uint8" if classes else "float32")
+    prob = FeatureWriter(outs.temp("probabilities"), job.grid, job.dim, "cog", "float32") if "probabilities" in outs else None
+    try:
 
-            def sink(row0: int, block: np.ndarray) -> None:
-                if not classes:
-                    main.write_rows(row0, block)
-                    return
-                nodata = np.isnan(block).all(axis=-1)
-                label = np.nan_to_num(block, nan=-np.inf).argmax(axis=-1)
-                if label.max(initial=0) >= NODATA_CLASS:  # (refused up front; never written modulo 256)
-                    raise InputError(f"class index {label.max()} does not fit a uint8 class raster")
-                label = label.astype(np.uint8)
-                label[nodata] = NODATA_CLASS
-                main.write_rows(row0, label[..., None])
-                if prob is not None:
-                    e = np.exp(block - np.nanmax(block, axis=-1, keepdims=True))
-                    prob.write_rows(row0, e / e.sum(axis=-1, keepdims=True))
-
-            stitcher = Stitcher(plan, predictor.dim, sink, options.blend_floor, stride=1)
-
-            def on_tile(d: TileData, out_: np.ndarray, cv: np.ndarray, *_: object) -> None:
-                stitcher.add(d.tile, out_, cv)
-
-            model_seconds, skipped = stream_tiles(scene, plan, adapter, predictor, options, on_tile, stitcher.finish_row, progress)
-            meta = {
-                "version": geodino.__version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "product": kind,
-                "units": "metres" if not classes else "class index",
-                "scene": list(scene.paths),
-                **predictor.describe(),
-                "adapter": adapter.record(),
-                "tile": plan.tile,
-                "overlap": plan.overlap,
-                "blend": f"raised cosine per pixel with floor {options.blend_floor}, zero on invalid pixels",
-                "resolution": resolution,
-            }
-            extra: dict[str, Path] = {}
+        def sink(row0: int, block: np.ndarray) -> None:
+            if not classes:
+                main.write_rows(row0, block)
+                return
+            nodata = np.isnan(block).all(axis=-1)
+            label = np.nan_to_num(block, nan=-np.inf).argmax(axis=-1).astype(np.uint8)  # < 255 classes (checked)
+            label[nodata] = NODATA_CLASS
+            main.write_rows(row0, label[..., None])
             if prob is not None:
-                prob.finish({**meta, "product": "class_probabilities"}, [f"p_{n}" for n in class_names or []])
-                extra["probabilities"] = outs.path("probabilities")
-            main.finish(meta, ["class"] if classes else ["canopy_height_m"], colormap=colormap, resolution=resolution)
-        except BaseException:
-            main.abort()
-            if prob is not None:
-                prob.abort()
-            raise
+                e = np.exp(block - np.nanmax(block, axis=-1, keepdims=True))
+                prob.write_rows(row0, e / e.sum(axis=-1, keepdims=True))
+
+        model_seconds, skipped = stitch_job(job, predictor, sink, progress)
+        product = "land_cover" if classes else "canopy_height"
+        content = f"land-cover classes ({', '.join(names)})" if classes else "canopy height in metres"
+        record = job.record(predictor, content, product=product, units=predictor.units, resolution=resolution, tiles_skipped_empty=skipped)
+        meta = record.as_dict()
+        extra: dict[str, Path] = {}
+        if prob is not None:
+            prob.finish({**meta, "product": "class_probabilities", "units": "probability"}, [f"p_{n}" for n in names])
+            extra["probabilities"] = outs.path("probabilities")
+        colours = predictor.colours() if isinstance(predictor, LandCoverPredictor) else None
+        main.finish(meta, ["class"] if classes else ["canopy_height_m"], colormap=colours, resolution=resolution)
+    except BaseException:
+        main.abort()
+        if prob is not None:
+            prob.abort()
+        raise
     return PredictResult(
-        outs.path("prediction"), scene.shape, len(plan), skipped, time.perf_counter() - t_start, model_seconds, adapter, meta, extra
+        outs.path("prediction"),
+        job.scene.shape,
+        len(job.plan),
+        skipped,
+        time.perf_counter() - t_start,
+        model_seconds,
+        job.adapter,
+        meta,
+        extra,
     )
 
 

@@ -30,8 +30,9 @@ from rasterio.errors import NotGeoreferencedWarning
 from geodino.adapter import STATS_SIDE, BandAdapter, decimated_read, prepare
 from geodino.bands import Band, with_family
 from geodino.detect import Detection, detect, example, family_of
-from geodino.engine import EncodeOptions, check_options, estimate_memory, make_plan, n_params
+from geodino.engine import estimate_memory, n_params
 from geodino.errors import InputError
+from geodino.job import Tiling
 from geodino.models import WeightsSpec, get_spec
 from geodino.scene import Scene, open_scene
 from geodino.sensors import get_preset
@@ -103,7 +104,7 @@ def scene_report(
 
 def _check_options(sensor: str | None, tile: int, overlap: int, batch_size: int, gsd: float | None, patch: int) -> None:
     """Options that are wrong whatever the scene: refused before anything is read."""
-    check_options(EncodeOptions(tile, overlap, batch_size))
+    Tiling(tile=tile, overlap=overlap, batch_size=batch_size).check()
     TilePlan(patch, patch, tile, overlap, patch)  # tile/overlap multiples of the patch, overlap < tile
     if sensor:
         get_preset(sensor)
@@ -235,7 +236,7 @@ def _grid_guess(scene: Scene, chosen: tuple[int, ...] | None, gsd: float | None)
 
 
 def _plan(grid: Scene, spec: WeightsSpec, tile: int, overlap: int, batch_size: int, n: int, chosen: bool) -> dict[str, object]:
-    plan = make_plan(grid, EncodeOptions(tile, overlap, batch_size), spec.patch_size)
+    plan = TilePlan(grid.shape[0], grid.shape[1], tile, overlap, spec.patch_size)
     fg = feature_geobox(grid.geobox, plan.patch)
     rows, cols = plan.shape
     dim = spec.arch.embed_dim

@@ -52,6 +52,9 @@ class PatchProbe:
     layers: ClassVar[list[int]] = [0]
     embed_dim = 6
     dim = 6
+    bands = ("red", "green", "blue")
+    out_stride = 16
+    channels = ("r_tl", "g_tl", "b_tl", "r_c", "g_c", "b_c")  # each patch's top-left, then centre pixel
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.spec = get_spec("geodino_tiny_mlp")
@@ -86,6 +89,7 @@ class IdentitySpec:
     """A spec whose normalisation leaves the [0, 1] adapter output as it is."""
 
     name = "identity"
+    bands = ("red", "green", "blue")
     mean = (0.0, 0.0, 0.0)
     std = (1.0, 1.0, 1.0)
 
@@ -110,8 +114,10 @@ class ColourProbe:
 
     patch = 16
     layers: ClassVar[list[int]] = [0]
-    embed_dim = dim = in_bands = 3
+    embed_dim = dim = 3
     out_stride = 16
+    bands = ("red", "green", "blue")
+    channels = ("mean_red", "mean_green", "mean_blue")
 
     def __init__(self) -> None:
         self.spec = IdentitySpec()

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 import geodino
 from geodino.adapter import make_adapter
-from geodino.blocks import BlockPlan, ModelRef, auto_chunk, encode_block, loaded_models
-from geodino.engine import EncodeOptions, encode_scene, make_plan
+from geodino.blocks import BlockPlan, ModelRef, auto_chunk, loaded_models, run_block
+from geodino.engine import EncodeOptions, encode_scene
 from geodino.errors import InputError
+from geodino.job import Tiling, job_of
 from geodino.scene import open_scene
 from geodino.tiling import TilePlan
 from tests.scenes import TRANSFORM, PatchProbe, coordinate_raster, write_raster
@@ -71,11 +72,11 @@ def test_blocks_equal_the_whole_scene_bit_for_bit(tmp_path_factory, h, w, tile_c
     with rasterio.open(res.out) as ds:
         whole = ds.read()
     scene = open_scene(src)
-    plan, adapter = make_plan(scene, options), make_adapter(scene, 3)
-    blocks = BlockPlan(plan, chunk)
+    job = job_of(scene, make_adapter(scene, 3), PatchProbe(), Tiling(tile=options.tile, overlap=options.overlap, batch_size=1))
+    blocks = BlockPlan(job.plan, chunk)
     out = np.full_like(whole, -1.0)
     for b in blocks.blocks():  # another batch size: tiles do not depend on their batch mates
-        out[:, b.row0 : b.row1, b.col0 : b.col1] = encode_block(scene, plan, adapter, PatchProbe(), EncodeOptions(batch_size=1), b)
+        out[:, b.row0 : b.row1, b.col0 : b.col1] = run_block(job, PatchProbe(), b)
     np.testing.assert_array_equal(out, whole)
 
 

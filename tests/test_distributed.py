@@ -226,3 +226,28 @@ def test_a_run_folder_cut_short_while_being_set_up_starts_again_with_default_blo
     assert r.exit_code == 0, r.output
     assert "1 block of 256x256 cells" in r.stdout and "dask threaded scheduler" in r.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr", "scene.tif"]
+
+
+def test_lazy_encode_on_a_cluster_started_elsewhere_reads_the_scene_by_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """geodino.encode with a relative path and a default dask.distributed client whose workers run in another folder."""
+    from dask.distributed import Client, LocalCluster
+
+    import geodino
+    from geodino.blocks import ModelRef
+    from geodino.engine import EncodeOptions
+
+    elsewhere = tmp_path / "workers"
+    elsewhere.mkdir()
+    (tmp_path / "data").mkdir()
+    write_scene(tmp_path / "data" / "scene.tif", 200, 200)
+    monkeypatch.chdir(elsewhere)  # the workers start here, where there is no data/scene.tif
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster):
+        monkeypatch.chdir(tmp_path)  # the user's folder: data/scene.tif is relative to it
+        feats = geodino.encode("data/scene.tif", model="geodino_tiny_mlp", weights="random", tile=64, overlap=16, chunk=4)
+        assert json.loads(feats.attrs["scene"]) == [str(tmp_path / "data" / "scene.tif")]
+        values = feats.compute().values  # on the workers, whose working folder is `elsewhere`
+    ref = ModelRef("geodino_tiny_mlp", "random")
+    whole = encode_scene(tmp_path / "data" / "scene.tif", tmp_path / "whole.tif", ref.extractor(), EncodeOptions(tile=64, overlap=16))
+    np.testing.assert_array_equal(values, read_cog(whole.out)[0])

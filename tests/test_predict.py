@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from shapely.geometry import box
 
 from geodino.adapter import make_adapter
-from geodino.engine import EncodeOptions
+from geodino.job import Tiling
 from geodino.labels import load_labels
 from geodino.landcover import colormap, load_head, save_head, train_head
 from geodino.metrics import classification_metrics, evaluate_height, regression_metrics
@@ -31,7 +31,7 @@ def test_canopy_raster_is_pixel_exact_and_on_the_scene_grid(tmp_path: Path, h: i
     raw = coordinate_raster(h, w)
     src = write_raster(tmp_path / "s.tif", raw)
     res = predict_scene(
-        src, tmp_path / "chm.tif", CanopyPredictor(PixelProbe(), "cpu"), EncodeOptions(tile=tile, overlap=overlap, overwrite=True)
+        src, tmp_path / "chm.tif", CanopyPredictor(PixelProbe(), "cpu"), tiling=Tiling(tile=tile, overlap=overlap), overwrite=True
     )
     unit = make_adapter(open_scene(src)).to_unit(raw)
     with rasterio.open(res.out) as ds:
@@ -44,9 +44,9 @@ def test_invalid_pixels_are_nodata_and_coarser_resolution_is_an_area_mean(tmp_pa
     raw = coordinate_raster(96, 128)
     raw[:, :8, :8] = 0
     src = write_raster(tmp_path / "s.tif", raw, nodata=0)
-    fine = predict_scene(src, tmp_path / "fine.tif", CanopyPredictor(PixelProbe(), "cpu"), EncodeOptions(tile=64, overlap=16))
+    fine = predict_scene(src, tmp_path / "fine.tif", CanopyPredictor(PixelProbe(), "cpu"), tiling=Tiling(tile=64, overlap=16))
     coarse = predict_scene(
-        src, tmp_path / "coarse.tif", CanopyPredictor(PixelProbe(), "cpu"), EncodeOptions(tile=64, overlap=16), resolution=40.0
+        src, tmp_path / "coarse.tif", CanopyPredictor(PixelProbe(), "cpu"), tiling=Tiling(tile=64, overlap=16), resolution=40.0
     )
     with rasterio.open(fine.out) as f, rasterio.open(coarse.out) as c:
         a = f.read(1)
@@ -102,18 +102,51 @@ def test_a_linearly_separable_scene_is_learnt_exactly_and_mapped(tmp_path: Path)
     scene = open_scene(src)
     labels = load_labels(scene, labels_path, "kind")
     assert labels.names == ("field", "water") and (labels.pixels == 0).sum() == 48 * 112 and (labels.pixels == 1).sum() == 48 * 112
-    res = train_head(scene, labels, ColourProbe(), EncodeOptions(tile=64, overlap=16), epochs=200)
+    res = train_head(scene, labels, ColourProbe(), tiling=Tiling(tile=64, overlap=16), epochs=200)
     assert res.losses[-1] < 0.1 * res.losses[0]
     assert res.info["metrics"]["train"]["overall_accuracy"] == 1.0 and res.info["metrics"]["validation"]["overall_accuracy"] == 1.0
     head, info = load_head(save_head(tmp_path / "head.pt", res.head, res.info))
     assert all(torch.equal(a, b) for a, b in zip(head.state_dict().values(), res.head.state_dict().values(), strict=True))
     assert json.loads(json.dumps(info)) == json.loads(json.dumps(res.info))  # the record round-trips
     assert info["names"] == ["field", "water"] and info["layers"] == [0] and info["adapter"]["preset"] == "rgb8"
-    out = predict_scene(src, tmp_path / "lc.tif", LandCoverPredictor(ColourProbe(), head, info), EncodeOptions(tile=64, overlap=16),
-                        "land_cover", colormap=colormap(2), class_names=["field", "water"], probabilities=tmp_path / "p.tif")  # fmt: skip
+    assert LandCoverPredictor(ColourProbe(), head, info).colours() == colormap(2)  # the head's recorded colours
+    out = predict_scene(src, tmp_path / "lc.tif", LandCoverPredictor(ColourProbe(), head, info), tiling=Tiling(tile=64, overlap=16),
+                        probabilities=tmp_path / "p.tif")  # fmt: skip
     with rasterio.open(out.out) as ds, rasterio.open(tmp_path / "p.tif") as p:
         cls = ds.read(1)
         assert ds.dtypes[0] == "uint8" and ds.nodata == 255 and ds.transform == TRANSFORM and ds.colormap(1)[1][:3] == (255, 127, 14)
         assert (cls[:, :56] == 0).all() and (cls[:, 72:] == 1).all()
         probs = p.read()
         assert p.count == 2 and np.allclose(probs.sum(0), 1, atol=1e-5) and p.descriptions == ("p_field", "p_water")
+
+
+def test_the_prediction_runs_take_one_scene_path_and_write_every_file_they_promise(tmp_path: Path) -> None:
+    from geodino.predict_runs import land_cover_run, train_run
+    from geodino.runs import Hooks
+
+    src, labels_path = two_class_scene(tmp_path)
+    quiet = Hooks(notes=lambda n: None, warn=lambda m: None)
+    tiny = {"weights": "random", "tiling": Tiling(tile=64, overlap=16), "hooks": quiet}
+    trained = train_run(str(src), labels_path, tmp_path / "head.pt", model="geodino_tiny_mlp", layers="-1", epochs=3, **tiny)
+    assert trained.head.is_file() and json.loads(trained.metrics.read_text())["split"].startswith("spatial blocks")
+    lc = land_cover_run(src, tmp_path / "lc.tif", head=trained.head, vector=tmp_path / "lc.gpkg", **tiny)
+    with rasterio.open(lc.result.out) as ds:
+        assert ds.shape == (128, 128) and ds.transform == TRANSFORM and ds.dtypes[0] == "uint8" and lc.names == ["field", "water"]
+    assert gpd.read_file(tmp_path / "lc.gpkg").crs.to_epsg() == 32633 and lc.polygons is not None and lc.polygons > 0
+
+
+def test_predict_scene_refuses_what_it_cannot_write_before_any_tile_runs(tmp_path: Path) -> None:
+    from geodino.errors import InputError
+    from tests.scenes import PatchProbe
+
+    src = write_raster(tmp_path / "s.tif", coordinate_raster(64, 64))
+    probe = CanopyPredictor(PixelProbe(), "cpu")
+    calls = []
+    probe.model.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(InputError, match=r"--resolution 0\.5 is finer than the scene's pixels"):
+        predict_scene(src, tmp_path / "c.tif", probe, tiling=Tiling(tile=32, overlap=0), resolution=0.5)
+    with pytest.raises(InputError, match="--resolution -2 must be positive"):
+        predict_scene(src, tmp_path / "c.tif", probe, tiling=Tiling(tile=32, overlap=0), resolution=-2.0)
+    with pytest.raises(InputError, match="run a PatchProbe with encode_scene"):
+        predict_scene(src, tmp_path / "c.tif", PatchProbe(), tiling=Tiling(tile=32, overlap=0))  # type: ignore[arg-type]
+    assert calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]

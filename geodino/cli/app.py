@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar, cast
 
 import typer
@@ -47,7 +47,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 _NOTES: list[str] = []
 
 
-def print_notes(notes: tuple[str, ...] | list[str]) -> None:
+def print_notes(notes: Sequence[str]) -> None:
     """What geodino decided that the user should know (a fallback, a resampling, clipping): one line each on
     stderr once the work starts (the first tile) or the command succeeds; a refused command shows its error alone."""
     _NOTES.extend(n for n in notes if n not in _NOTES)

@@ -10,6 +10,7 @@ from rich.measure import Measurement
 from rich.table import Column, Table
 
 from geodino.cli.app import app, console, guard
+from geodino.engine import n_params
 from geodino.errors import InputError
 from geodino.models import build_model, download, get_spec, list_models, save_checkpoint
 from geodino.outputs import OutputSet
@@ -27,11 +28,9 @@ def models_cmd(pattern: Annotated[str, typer.Argument(help="glob over names")] =
     for name in list_models(pattern):
         s = get_spec(name)
         a = s.arch
-        approx = a.depth * (4 * a.embed_dim**2 + (3 if a.ffn != "mlp" else 2) * a.embed_dim * a.ffn_hidden)
         stats = f"{s.mean} / {s.std}"
-        table.add_row(
-            name, f"D={a.embed_dim} x{a.depth} {a.ffn}", f"~{approx / 1e6:,.0f}M", ",".join(s.bands), stats, s.file_name or "(random only)"
-        )
+        params = f"{n_params(s) / 1e6:,.1f}M"
+        table.add_row(name, f"D={a.embed_dim} x{a.depth} {a.ffn}", params, ",".join(s.bands), stats, s.file_name or "(random only)")
     if not console.is_terminal:  # a pipe or a log: the table's natural width, names never cut to fit 80 columns
         table.width = max(console.width, Measurement.get(console, console.options.update_width(10_000), table).maximum)
     console.print(table)
