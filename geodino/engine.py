@@ -67,8 +67,11 @@ class EncodeOptions:
         return BandChoice(sensor=self.sensor, bands=self.bands, gsd=self.gsd, allow_clipping=self.allow_clipping)
 
 
-@dataclass
-class EncodeResult:
+@dataclass(kw_only=True)
+class RunResult:
+    """What a streamed run wrote: ``out``, its grid ``(rows, cols)`` and ``bands``, tiles run and skipped as empty,
+    seconds (all, and in the model), the adapter, the record, the CRS; PCA, tokens and extra files where made."""
+
     out: Path
     grid_shape: tuple[int, int]
     bands: int
@@ -78,9 +81,13 @@ class EncodeResult:
     model_seconds: float
     adapter: BandAdapter
     metadata: dict[str, object] = field(repr=False)
+    crs: str | None = None
     pca: PCA | None = None
     tokens_path: Path | None = None
-    crs: str | None = None
+    extra: dict[str, Path] = field(default_factory=dict)
+
+
+EncodeResult = RunResult  # features (encode_scene)
 
 
 def pca_names(k: int) -> list[str]:
@@ -170,9 +177,10 @@ def _encode(job: Job, outs: OutputSet, model: TileModel, options: EncodeOptions,
     tokens_out = None
     if tokens is not None and tokens.write(outs.temp("tokens"), meta) is not None:
         tokens_out = outs.path("tokens")
-    return EncodeResult(
-        outs.path("features"), job.grid_shape, len(names), len(job.plan), skipped, time.perf_counter() - t_start,
-        model_seconds, job.adapter, meta, pca, tokens_out, job.scene.crs,
+    return RunResult(
+        out=outs.path("features"), grid_shape=job.grid_shape, bands=len(names), tiles=len(job.plan), skipped=skipped,
+        seconds=time.perf_counter() - t_start, model_seconds=model_seconds, adapter=job.adapter, metadata=meta,
+        crs=job.scene.crs, pca=pca, tokens_path=tokens_out,
     )  # fmt: skip
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geodino.adapter import BandAdapter
-from geodino.engine import Progress, stitch_job
+from geodino.engine import Progress, RunResult, stitch_job
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, Tokens, autocast, check_precision, resolve_device
 from geodino.job import BandChoice, Job, Tiling, as_job
@@ -110,17 +109,7 @@ class LandCoverPredictor:
 Predictor = CanopyPredictor | LandCoverPredictor
 
 
-@dataclass
-class PredictResult:
-    out: Path
-    shape: tuple[int, int]
-    tiles: int
-    skipped: int
-    seconds: float
-    model_seconds: float
-    adapter: BandAdapter
-    metadata: dict[str, object] = field(repr=False)
-    extra: dict[str, Path] = field(default_factory=dict)
+PredictResult = RunResult  # prediction rasters (predict_scene); probabilities in ``extra``
 
 
 def predict_scene(
@@ -197,17 +186,11 @@ def _predict(
         if prob is not None:
             prob.abort()
         raise
-    return PredictResult(
-        outs.path("prediction"),
-        job.scene.shape,
-        len(job.plan),
-        skipped,
-        time.perf_counter() - t_start,
-        model_seconds,
-        job.adapter,
-        meta,
-        extra,
-    )
+    return RunResult(
+        out=outs.path("prediction"), grid_shape=job.grid_shape, bands=1, tiles=len(job.plan), skipped=skipped,
+        seconds=time.perf_counter() - t_start, model_seconds=model_seconds, adapter=job.adapter, metadata=meta,
+        crs=job.scene.crs, extra=extra,
+    )  # fmt: skip
 
 
 def check_resolution(resolution: float | None, scene: Scene | None = None) -> float | None:

@@ -35,7 +35,6 @@ class CanopyRun:
     result: PredictResult
     evaluation: dict[str, Any] | None
     evaluation_path: Path | None
-    crs: str | None
 
 
 def canopy_run(
@@ -70,7 +69,7 @@ def canopy_run(
         res = predict_scene(job, out, predictor, resolution=resolution, progress=hooks.progress, outputs=outs)
         ev = evaluate_height(outs.temp("prediction"), Path(reference), outs.temp("evaluation"), prediction_name=out) if reference else None
         outs.commit()
-    return CanopyRun(res, ev, report, job.scene.crs)
+    return CanopyRun(res, ev, report)
 
 
 @dataclass
@@ -123,7 +122,6 @@ class LandCoverRun:
     names: list[str]
     polygons: int | None
     reason: str
-    crs: str | None
 
 
 def land_cover_run(
@@ -171,4 +169,4 @@ def land_cover_run(
         res = predict_scene(job, out, predictor, probabilities=probabilities, progress=hooks.progress, outputs=outs)
         n = polygonize(outs.temp("prediction"), outs.temp("vector"), names, layer=Path(vector).stem) if vector is not None else None
         outs.commit()
-    return LandCoverRun(res, names, n, job.adapter.reason, job.scene.crs)
+    return LandCoverRun(res, names, n, job.adapter.reason)

@@ -57,8 +57,8 @@ def canopy_height_cmd(
             choice=choice(sensor, bands, gsd, allow_clipping), device=device, precision=precision, resolution=resolution,
             reference=reference, overwrite=overwrite, check_hash=check_hash, hooks=Hooks(print_notes, warn, bar),
         )  # fmt: skip
-    res, (h, w) = run.result, run.result.shape
-    console.print(f"wrote {res.out}: canopy height (m), {w}x{h} px, {run.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
+    res, (h, w) = run.result, run.result.grid_shape
+    console.print(f"wrote {res.out}: canopy height (m), {w}x{h} px, {res.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
     console.print(f"preset: {res.adapter.reason}", markup=False, highlight=False)
     if run.evaluation is not None:
         ev = run.evaluation
@@ -139,7 +139,7 @@ def land_cover_cmd(
             precision=precision, overwrite=overwrite, check_hash=check_hash, hooks=Hooks(print_notes, warn, bar),
         )  # fmt: skip
     res, names = run.result, run.names
-    console.print(f"wrote {res.out}: {len(names)} classes ({', '.join(names)}), {run.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
+    console.print(f"wrote {res.out}: {len(names)} classes ({', '.join(names)}), {res.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
     console.print(f"preset: {run.reason}", markup=False, highlight=False)
     if vector is not None:
         console.print(f"wrote {vector}: {run.polygons} polygons")
