@@ -46,6 +46,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/canopy_speed.py
 	$(BIN)/python bench/scaleout_speed.py
 	$(BIN)/python bench/input_contract.py
+	$(BIN)/python bench/pipeline_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

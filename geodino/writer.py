@@ -1,7 +1,8 @@
 """Feature rasters on disk: streamed to a temporary GeoTIFF, finished as a COG or Zarr, moved into place.
 
-Rows arrive from the stitcher in order and go straight to a tiled temporary GeoTIFF beside the
-output, so memory does not grow with the scene. :meth:`FeatureWriter.finish` optionally projects to
+Rows arrive from the stitcher in order and go to a tiled temporary GeoTIFF beside the output through
+a writer thread (a bounded queue of :data:`WRITE_AHEAD` row blocks: the model and the blending go on
+while GDAL writes; memory does not grow with the scene). :meth:`FeatureWriter.finish` optionally projects to
 PCA components and writes the final format at ``dest``, a temporary of the run's
 :class:`~geodino.outputs.OutputSet`, which moves it into place with the run's other outputs;
 :meth:`FeatureWriter.abort` (or any exception inside ``with``) removes everything written. Nodata is
@@ -11,6 +12,8 @@ NaN. Every output carries the run's metadata (tags / attrs).
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +42,8 @@ Projection = Callable[[np.ndarray], np.ndarray]
 
 BLOCK = 128
 NODATA_CLASS = 255
+#: Row blocks waiting for the writer thread, at most (then the stitcher waits: back-pressure, not buffering).
+WRITE_AHEAD = 2
 
 
 def overview_factors(height: int, width: int, block: int = BLOCK) -> list[int]:
@@ -157,6 +162,28 @@ class FeatureWriter:
         self.tmp_out = self.out
         self._extra: list[Path] = []
         self._rows = self._open_rows(self.tmp_rows, dim)
+        self._queue: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=WRITE_AHEAD)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="geodino-writer", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        """The writer thread: write queued row blocks in order until ``None``; keep the first error for the caller."""
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._write_now(*item)
+                except BaseException as exc:  # raised again in the caller's thread (write_rows, finish)
+                    self._error = exc
+
+    def _stop(self) -> None:
+        """Wait for every queued block to be written, stop the thread, close the temporary; raise a write error."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._rows.close()
+        if self._error is not None:
+            raise self._error
 
     def _open_rows(self, path: Path, count: int) -> rasterio.io.DatasetWriter:
         h, w = self.geobox.shape.yx
@@ -167,7 +194,13 @@ class FeatureWriter:
         )  # fmt: skip
 
     def write_rows(self, row0: int, block: np.ndarray) -> None:
-        """Write feature rows ``[row0, row0 + rows)``; ``block`` is ``(rows, cols, D)`` float32."""
+        """Queue feature rows ``[row0, row0 + rows)`` for writing; ``block`` ``(rows, cols, D)`` float32 is not copied,
+        so the caller must not change it afterwards. A write error of an earlier block is raised here."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put((row0, block))
+
+    def _write_now(self, row0: int, block: np.ndarray) -> None:
         rows, cols, _ = block.shape
         block = self._round(block)
         self._rows.write(np.ascontiguousarray(block.transpose(2, 0, 1)), window=((row0, row0 + rows), (0, cols)))
@@ -179,7 +212,7 @@ class FeatureWriter:
         return block.astype(self.disk_dtype, copy=False)
 
     def _project(self, project: Projection, k: int) -> Path:
-        self._rows.close()
+        self._stop()
         h, _ = self.geobox.shape.yx
         with rasterio.open(self.tmp_rows) as src, self._open_rows(self.tmp_proj, k) as dst:
             for r0 in range(0, h, 128):
@@ -201,7 +234,7 @@ class FeatureWriter:
         if project is not None:
             src = self._project(project, len(band_names))
         else:
-            self._rows.close()
+            self._stop()
             src = self.tmp_rows
         with rasterio.open(src, "r+") as ds:
             ds.descriptions = tuple(band_names)
@@ -273,8 +306,11 @@ class FeatureWriter:
 
     def abort(self) -> None:
         """Close and delete everything written, ``dest`` included."""
+        self._error = self._error or InputError("aborted")  # the thread skips what is still queued
         try:
-            self._rows.close()
+            self._stop()
+        except BaseException:
+            pass  # the run's own error is what the caller reports
         finally:
             self._cleanup()
 

@@ -1,0 +1,33 @@
+"""A stand-in TileModel with ViT-L/16 output shapes that costs (almost) nothing: for pipeline benchmarks.
+
+``--model bench.standin:vitl`` (run from the checkout's root, or with it on PYTHONPATH): RGB in, 1024 random
+float32 features per 16x16 patch out, ``(B, 3, T, T) -> (B, 1024, T/16, T/16)``; values depend on the tile's
+pixels (a seed from their sum), so reruns give the same raster.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import geodino
+
+
+class StandIn:
+    bands = ("red", "green", "blue")
+    out_stride = 16
+    channels = tuple(f"f{i:04d}" for i in range(1024))
+
+    def normalize(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return x * valid[:, None]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, t, _ = x.shape
+        g = torch.Generator().manual_seed(int(x.sum().item() * 1000) % (2**31))
+        return torch.randn(b, len(self.channels), t // 16, t // 16, generator=g)
+
+    def describe(self) -> dict[str, object]:
+        return {"model": "vitl-shaped stand-in", "weights": "none", "weights_sha256": "none", "random_weights": True}
+
+
+def vitl() -> geodino.TileModel:
+    return StandIn()
