@@ -59,6 +59,7 @@ class Stitcher:
         # the buffer spans the current tile row's cells, and the last tile column's overhang
         self._acc = np.zeros((t, cols + t, dim), np.float64)
         self._wsum = np.zeros((t, cols + t), np.float64)
+        self._product = np.empty((t, t, dim), np.float64) if dim > 1 else np.empty((0,))
         self._base = 0  # row of the buffer's first row, counted from ``origin``
         self._tile_row = plan.tile_rows.start
         self.rows_written = 0
@@ -74,8 +75,9 @@ class Stitcher:
         acc = self._acc[r : r + t, c : c + t]
         if self.dim == 1:  # pixel predictions: one channel, no broadcast temporaries
             acc[..., 0] += out[..., 0] * w
-        else:
-            acc += out * w[:, :, None]
+        else:  # the same float64 products as ``acc += out * w[:, :, None]``, into one buffer kept across tiles
+            np.multiply(out, w[:, :, None], out=self._product)
+            acc += self._product
         self._wsum[r : r + t, c : c + t] += w
 
     def finish_row(self) -> None:
