@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from odc.geo.geobox import GeoBox
 import geodino
 from geodino.adapter import BandAdapter, prepare
 from geodino.errors import InputError
+from geodino.outputs import OutputSet, check_targets
 from geodino.scene import Scene, open_scene
 from geodino.tilemodel import GRID, ModelCard, TileModel, card_of
 from geodino.tiling import TilePlan
@@ -63,6 +65,28 @@ class BandChoice:
 
 
 @dataclass(frozen=True)
+class Outputs:
+    """A run's output targets by role (``{"features": out, "tokens": None, ...}``), checked when the value is made
+    (:func:`~geodino.outputs.check_targets`: against each other, the ``inputs`` and the ``overwrite`` rules)."""
+
+    targets: tuple[tuple[str, Path | None], ...]
+    inputs: tuple[str, ...]
+    overwrite: bool = False
+
+    @classmethod
+    def of(cls, targets: Mapping[str, str | Path | None], inputs: Iterable[str | Path | None], overwrite: bool = False) -> Outputs:
+        paths = tuple(str(p) for p in inputs if p is not None)
+        return cls(tuple((k, Path(v) if v is not None else None) for k, v in targets.items()), paths, overwrite)
+
+    def __post_init__(self) -> None:
+        check_targets(dict(self.targets), self.inputs, self.overwrite)
+
+    def open(self) -> OutputSet:
+        """The run's :class:`~geodino.outputs.OutputSet` over these targets (locks, temporaries, commit)."""
+        return OutputSet(dict(self.targets), self.inputs, self.overwrite)
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """How an output was made: written as GeoTIFF tags (``GEODINO_*``) and Zarr attributes."""
 
@@ -92,13 +116,15 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class Job:
-    """One run: the prepared scene, its adapter, the tile plan, the tiling and the model's card."""
+    """One run: the prepared scene, its adapter, the tile plan, the tiling, the model's card and, for a command's run,
+    its checked output targets."""
 
     scene: Scene
     adapter: BandAdapter
     plan: TilePlan
     tiling: Tiling
     card: ModelCard
+    outputs: Outputs | None = None
 
     @property
     def stride(self) -> int:
@@ -150,7 +176,9 @@ class Job:
         )
 
 
-def job_of(scene: Scene, adapter: BandAdapter, model: TileModel | ModelCard, tiling: Tiling = Tiling()) -> Job:
+def job_of(
+    scene: Scene, adapter: BandAdapter, model: TileModel | ModelCard, tiling: Tiling = Tiling(), outputs: Outputs | None = None
+) -> Job:
     """A Job for a scene already prepared (:func:`~geodino.adapter.prepare` returned ``scene`` and ``adapter``)."""
     tiling.check()
     card = card_of(model)
@@ -159,7 +187,7 @@ def job_of(scene: Scene, adapter: BandAdapter, model: TileModel | ModelCard, til
             f"the adapter delivers {len(adapter.indexes)} bands but the model takes {len(card.bands)} ({', '.join(card.bands)})"
         )
     h, w = scene.shape
-    return Job(scene.absolute(), adapter, TilePlan(h, w, tiling.tile, tiling.overlap, GRID), tiling, card)
+    return Job(scene.absolute(), adapter, TilePlan(h, w, tiling.tile, tiling.overlap, GRID), tiling, card, outputs)
 
 
 def prepare_job(
@@ -168,8 +196,10 @@ def prepare_job(
     *,
     tiling: Tiling = Tiling(),
     choice: BandChoice = BandChoice(),
+    outputs: Outputs | None = None,
 ) -> Job:
-    """The Job of running ``model`` over ``scene``: every input check, the band choice and the one statistics read.
+    """The Job of running ``model`` over ``scene``: every input check, the band choice and the one statistics read;
+    ``outputs`` (checked when made) travel with it.
 
     The scene's bands are chosen by the model's input identities (``choice.bands`` wins; RGB models go through
     detection, which also takes three unnamed bands of one file in order). Raises one-line
@@ -192,7 +222,7 @@ def prepare_job(
             f"{found}; the model takes {', '.join(card.bands)} by identity: name the bands in the file (band descriptions, "
             "a STAC item) or pass --bands with the band numbers that hold them, in the model's order"
         ) from None
-    return job_of(prepared, adapter, card, tiling)
+    return job_of(prepared, adapter, card, tiling, outputs)
 
 
 def as_job(

@@ -18,12 +18,11 @@ from geodino.device import check_precision, resolve_device
 from geodino.engine import check_memory, job_memory
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, check_layers, feature_card, parse_layers
-from geodino.job import BandChoice, Tiling, prepare_job
+from geodino.job import BandChoice, Outputs, Tiling, prepare_job
 from geodino.labels import Labels, load_labels
 from geodino.landcover import TrainResult, load_head, save_head, train_head
 from geodino.metrics import check_reference
 from geodino.models import get_spec
-from geodino.outputs import OutputSet, check_targets
 from geodino.predict import CanopyPredictor, LandCoverPredictor, PredictResult, check_resolution, predict_scene
 from geodino.runs import Hooks, load_backbone, random_note, scene_of
 from geodino.tilemodel import ModelCard
@@ -53,17 +52,16 @@ def canopy_run(
     out = Path(out)
     report = out.with_suffix(".eval.json") if reference is not None else None
     inputs = [*([scene] if isinstance(scene, (str, Path)) else scene), *s.paths, weights, backbone_weights, reference]
-    targets = {"prediction": out, "evaluation": report}
-    check_targets(targets, inputs, overwrite)
+    outputs = Outputs.of({"prediction": out, "evaluation": report}, inputs, overwrite)  # checked here
     check_resolution(resolution, s)
     resolve_device(device), check_precision(precision)
     if reference is not None:
         check_reference(Path(reference), s.geobox)
     spec = get_head(head)
-    job = prepare_job(s, ModelCard(tuple(spec.bands), 1, CanopyPredictor.channels), tiling=tiling, choice=choice)
+    job = prepare_job(s, ModelCard(tuple(spec.bands), 1, CanopyPredictor.channels), tiling=tiling, choice=choice, outputs=outputs)
     hooks.notes([*job.adapter.notes, *filter(None, [gsd_note(job.adapter.gsd, spec.gsd, f"canopy-height head {spec.name}")])])
     check_memory(job_memory(job), f"--tile {tiling.tile}")
-    with OutputSet(targets, inputs, overwrite) as outs:
+    with outputs.open() as outs:
         predictor = CanopyPredictor(build_canopy_model(head, weights, backbone_weights, check_hash=check_hash), device, precision)
         random_note(predictor, hooks, "predictions")
         res = predict_scene(job, out, predictor, resolution=resolution, progress=hooks.progress, outputs=outs)
@@ -96,17 +94,16 @@ def train_run(
     s = scene_of(scene)
     out = Path(out)
     json_path = out.with_suffix(".metrics.json")
-    targets = {"head": out, "metrics": json_path}
-    inputs = [*scene, *s.paths, labels, weights]
-    check_targets(targets, inputs, overwrite)
+    outputs = Outputs.of({"head": out, "metrics": json_path}, [*scene, *s.paths, labels, weights], overwrite)  # checked here
     parse_layers(layers)
     spec = get_spec(model)
-    job = prepare_job(s, feature_card(spec.arch.depth, spec.arch.embed_dim, spec.bands, layers), tiling=tiling, choice=choice)
+    card = feature_card(spec.arch.depth, spec.arch.embed_dim, spec.bands, layers)
+    job = prepare_job(s, card, tiling=tiling, choice=choice, outputs=outputs)
     hooks.notes(job.adapter.notes)
     lab = load_labels(job.scene, Path(labels), class_column)  # onto the grid the model sees
     check_layers(spec.arch.depth, layers)
     resolve_device(device)
-    with OutputSet(targets, inputs, overwrite) as outs:
+    with outputs.open() as outs:
         extractor = FeatureExtractor(load_backbone(model, weights, check_hash), layers, device)
         random_note(extractor, hooks)
         res = train_head(job, lab, extractor, epochs=epochs, progress=hooks.progress)
@@ -140,8 +137,7 @@ def land_cover_run(
     s = scene_of(scene)
     out, head = Path(out), Path(head)
     targets = {"prediction": out, "probabilities": probabilities, "vector": vector}
-    inputs = [*scene, *s.paths, head, weights]
-    check_targets(targets, inputs, overwrite)
+    outputs = Outputs.of(targets, [*scene, *s.paths, head, weights], overwrite)  # checked here
     if vector is not None:
         check_vector_name(Path(vector))
     lc_head, info = load_head(head)
@@ -158,11 +154,11 @@ def land_cover_run(
     dim = spec.arch.embed_dim * len(layers)
     if dim != lc_head.bn.num_features:
         raise InputError(f"{head} expects {lc_head.bn.num_features} feature channels, {info['model']} gives {dim}")
-    job = prepare_job(s, ModelCard(tuple(spec.bands), 1, tuple(names)), tiling=tiling, choice=choice)
+    job = prepare_job(s, ModelCard(tuple(spec.bands), 1, tuple(names)), tiling=tiling, choice=choice, outputs=outputs)
     trained_gsd = contract.get("gsd") if contract else None
     hooks.notes([*mapped.notes, *job.adapter.notes, *filter(None, [gsd_note(job.adapter.gsd, trained_gsd, f"head {head.name}")])])
     check_memory(job_memory(job), f"--tile {tiling.tile}")
-    with OutputSet(targets, inputs, overwrite) as outs:
+    with outputs.open() as outs:
         extractor = FeatureExtractor(load_backbone(str(info["model"]), weights, check_hash), layers, device, precision)
         random_note(extractor, hooks, "predictions")
         predictor = LandCoverPredictor(extractor, lc_head, info)

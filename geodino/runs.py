@@ -21,7 +21,7 @@ from geodino.engine import (
     EncodeResult,
     Progress,
     check_memory,
-    check_outputs,
+    check_options,
     encode_scene,
     encode_targets,
     job_memory,
@@ -29,11 +29,10 @@ from geodino.engine import (
 )
 from geodino.errors import InputError, WeightsError
 from geodino.features import FeatureExtractor, check_layers, feature_card, parse_layers
-from geodino.job import BandChoice, Job, prepare_job
+from geodino.job import BandChoice, Job, Outputs, prepare_job
 from geodino.models import build_model, get_spec
 from geodino.models.multiband import BandMixer
 from geodino.models.vit import DinoVisionTransformer
-from geodino.outputs import OutputSet
 from geodino.scene import Scene, open_scene
 from geodino.tilemodel import TileModel, load_factory, refuse_backbone_options
 
@@ -113,7 +112,8 @@ def encode_run(
         check_request(options, chunk, scheduler, workers)
     scene = open_scene(paths)
     inputs = [*paths, *scene.paths, weights, mixer]  # a STAC item is an input too
-    check_outputs(out, options, inputs)
+    check_options(options)
+    outputs = Outputs.of(encode_targets(out, options), inputs, options.overwrite)  # checked here, before any work
     resolve_device(device), check_precision(precision)
     named = isinstance(model, str) and ":" not in model
     net: TileModel | None = None if named else (load_factory(model) if isinstance(model, str) else model)
@@ -131,11 +131,12 @@ def encode_run(
         spec = get_spec(str(model))
         check_layers(spec.arch.depth, layers)
         bands = tuple(band_mixer.band_names) if band_mixer is not None else spec.bands
-        job = prepare_job(scene, feature_card(spec.arch.depth, spec.arch.embed_dim, bands, layers), tiling=options.tiling, choice=choice)
+        card = feature_card(spec.arch.depth, spec.arch.embed_dim, bands, layers)
+        job = prepare_job(scene, card, tiling=options.tiling, choice=choice, outputs=outputs)
         params = n_params(spec)
     else:
         assert net is not None
-        job = prepare_job(scene, net, tiling=options.tiling, choice=choice)
+        job = prepare_job(scene, net, tiling=options.tiling, choice=choice, outputs=outputs)
         params = 0
     if options.pca is not None and options.pca > job.dim:
         raise InputError(f"--pca {options.pca}: the features have {job.dim} channels")
@@ -146,7 +147,7 @@ def encode_run(
     if blockwise:
         return _encode_blocks(job, out, str(model) if named else None, net, weights, layers, device, precision, mixer, options,
                               chunk, scheduler, workers, check_hash, hooks)  # fmt: skip
-    with OutputSet(encode_targets(out, options), inputs, options.overwrite) as outs:  # locked before the model is built
+    with outputs.open() as outs:  # locked before the model is built
         if net is None:
             net = FeatureExtractor(load_backbone(str(model), weights, check_hash), layers, device, precision, band_mixer)
         random_note(net, hooks)

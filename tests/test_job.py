@@ -17,7 +17,7 @@ from geodino.api import lazy_job
 from geodino.cluster import encode_to_zarr
 from geodino.engine import EncodeOptions, encode_scene
 from geodino.errors import InputError
-from geodino.job import BandChoice, Tiling, prepare_job
+from geodino.job import BandChoice, Outputs, Tiling, prepare_job
 from geodino.tilemodel import ModelCard, TileModel, TorchTileModel, card_of, load_factory
 from tests.scenes import TRANSFORM, PatchProbe, coordinate_raster, write_raster
 
@@ -90,6 +90,10 @@ def test_a_job_is_checked_once_before_any_work_and_says_what_it_runs(tmp_path: P
     record = job.record(model, "test").as_dict()
     assert record["out_stride"] == 4 and record["model"] == "Pooled" and record["tiles"] == len(job.plan)
     assert record["weights_sha256"] == TorchTileModel(Pooled(), out_stride=4, channels=3).describe()["weights_sha256"]
+    outputs = Outputs.of({"features": tmp_path / "f.tif", "tokens": None}, [src])
+    assert prepare_job(src, model, tiling=Tiling(tile=64, overlap=16), outputs=outputs).outputs == outputs
+    with pytest.raises(InputError, match="is also an input"):
+        Outputs.of({"features": src}, [src])  # checked when made, before any job is prepared
     with pytest.raises(InputError, match="must divide 16"):
         card_of(ModelCard(("red",), 3, ("x",)))
     with pytest.raises(InputError, match="tile 40 must be a positive multiple"):
