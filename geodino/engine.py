@@ -85,9 +85,36 @@ class RunResult:
     pca: PCA | None = None
     tokens_path: Path | None = None
     extra: dict[str, Path] = field(default_factory=dict)
+    stages: Stages | None = None
 
 
 EncodeResult = RunResult  # features (encode_scene)
+
+
+@dataclass
+class Stages:
+    """Seconds per stage of a streamed run: the main thread waiting for tiles (``read``: reads run ahead in
+    threads), in the model, blending and handing rows to the writer (``blend``, back-pressure included); the writer
+    thread's busy time (``write``, overlapping the rest); and ``finish``, after the last tile (COG/Zarr)."""
+
+    read: float = 0.0
+    model: float = 0.0
+    blend: float = 0.0
+    write: float = 0.0
+    finish: float = 0.0
+
+    @property
+    def bound(self) -> str:
+        """``model-bound`` when the model took most of the main thread's time, else ``I/O-bound``."""
+        return "model-bound" if self.model >= self.read + self.blend + self.finish else "I/O-bound"
+
+    def record(self) -> dict[str, object]:
+        return {k: round(v, 3) for k, v in vars(self).items()} | {"bound": self.bound}
+
+    def line(self) -> str:
+        """``model 0.8 s, read wait 0.1 s, blend 0.7 s, writer 1.0 s, finish 1.5 s: I/O-bound``."""
+        return (f"model {self.model:.1f} s, read wait {self.read:.1f} s, blend {self.blend:.1f} s, writer {self.write:.1f} s, "
+                f"finish {self.finish:.1f} s: {self.bound}")  # fmt: skip
 
 
 def pca_names(k: int) -> list[str]:
@@ -167,20 +194,23 @@ def _encode(job: Job, outs: OutputSet, model: TileModel, options: EncodeOptions,
             if tokens is not None and cls is not None and storage is not None:
                 tokens.add(d.tile, cls.numpy(), storage.numpy())
 
-        model_seconds, skipped = stitch_job(job, model, writer.write_rows, progress, on_tile)
+        stages = Stages()
+        model_seconds, skipped = stitch_job(job, model, writer.write_rows, progress, on_tile, stages)
         pca = fit_pca(sampler.sample(), options.pca) if sampler is not None and options.pca else None
         record = job.record(model, content_of(model, pca), tiles_skipped_empty=skipped, pca=pca.record() if pca else None,
-                            dtype=options.dtype, nodata="nan")  # fmt: skip
+                            dtype=options.dtype, nodata="nan", seconds_before_finish=stages.record())  # fmt: skip
         meta = record.as_dict()
         names = pca_names(pca.k) if pca is not None else list(job.channels)
+        t0 = time.perf_counter()
         writer.finish(meta, names, pca.transform if pca is not None else None)
+        stages.finish, stages.write = time.perf_counter() - t0, writer.busy
     tokens_out = None
     if tokens is not None and tokens.write(outs.temp("tokens"), meta) is not None:
         tokens_out = outs.path("tokens")
     return RunResult(
         out=outs.path("features"), grid_shape=job.grid_shape, bands=len(names), tiles=len(job.plan), skipped=skipped,
         seconds=time.perf_counter() - t_start, model_seconds=model_seconds, adapter=job.adapter, metadata=meta,
-        crs=job.scene.crs, pca=pca, tokens_path=tokens_out,
+        crs=job.scene.crs, pca=pca, tokens_path=tokens_out, stages=stages,
     )  # fmt: skip
 
 
@@ -189,11 +219,16 @@ TileSink = Callable[[TileData, np.ndarray, np.ndarray, "torch.Tensor | None", "t
 
 
 def stitch_job(
-    job: Job, model: TileModel, sink: Sink, progress: Progress | None = None, on_tile: TileSink | None = None
+    job: Job,
+    model: TileModel,
+    sink: Sink,
+    progress: Progress | None = None,
+    on_tile: TileSink | None = None,
+    stages: Stages | None = None,
 ) -> tuple[float, int]:
     """Run ``model`` over every tile of ``job`` and hand the blended output rows to ``sink(row0, (rows, cols, C))``
     as soon as they are final (rows in output cells, counted from the job's grid). ``on_tile`` sees each raw tile
-    output too. Returns ``(model seconds, tiles skipped as empty)``."""
+    output too; ``stages`` adds up where the time goes. Returns ``(model seconds, tiles skipped as empty)``."""
     stitcher = Stitcher(job.plan, job.dim, sink, job.tiling.blend_floor, job.stride)
 
     def add(d: TileData, out: np.ndarray, cv: np.ndarray, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
@@ -201,11 +236,16 @@ def stitch_job(
         if on_tile is not None:
             on_tile(d, out, cv, cls, storage)
 
-    return stream_tiles(job, model, add, stitcher.finish_row, progress)
+    return stream_tiles(job, model, add, stitcher.finish_row, progress, stages)
 
 
 def stream_tiles(
-    job: Job, model: TileModel, on_tile: TileSink, on_row_done: Callable[[], None], progress: Progress | None = None
+    job: Job,
+    model: TileModel,
+    on_tile: TileSink,
+    on_row_done: Callable[[], None],
+    progress: Progress | None = None,
+    stages: Stages | None = None,
 ) -> tuple[float, int]:
     """Read every tile of ``job.plan`` ahead in threads, run non-empty ones through ``model`` in batches, and hand
     each output ``(T/s, T/s, C)`` to ``on_tile`` in plan order; ``on_row_done`` after each tile row.
@@ -217,6 +257,7 @@ def stream_tiles(
     model_seconds, done, skipped = 0.0, 0, 0
     pending: list[TileData] = []
     t_out = plan.tile // stride
+    st = stages or Stages()
 
     def flush() -> None:
         nonlocal model_seconds, done, skipped
@@ -227,7 +268,9 @@ def stream_tiles(
             valid = torch.from_numpy(np.stack([d.valid for d in full]))
             t0 = time.perf_counter()
             res = patches_of(model(model.normalize(x, valid)))
-            model_seconds += time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            model_seconds += dt
+            st.model += dt
             check_shape(res.patches, len(full), job.dim, t_out)
             cells = torch.from_numpy(np.stack([cell_valid(d.valid, stride) for d in full]))
             check_finite(res.patches, cells, full)
@@ -235,6 +278,7 @@ def stream_tiles(
             storage = res.storage if res.storage is not None else [None] * len(full)
             patches = res.patches.float().cpu().permute(0, 2, 3, 1).numpy()
             outs = iter(zip(patches, cells.numpy(), cls, storage, strict=True))
+        t0 = time.perf_counter()
         for d in pending:
             if d.empty:
                 skipped += 1
@@ -248,10 +292,17 @@ def stream_tiles(
             done += 1
             if progress:
                 progress(done, len(plan))
+        st.blend += time.perf_counter() - t0
         pending.clear()
 
     with SceneReader(job.scene, job.adapter) as reader:
-        for data in prefetch(reader.read_tile, plan.tiles(), workers=tiling.read_threads, ahead=max(8, 2 * tiling.batch_size)):
+        tiles = prefetch(reader.read_tile, plan.tiles(), workers=tiling.read_threads, ahead=max(8, 2 * tiling.batch_size))
+        while True:
+            t0 = time.perf_counter()
+            data = next(tiles, None)
+            st.read += time.perf_counter() - t0
+            if data is None:
+                break
             pending.append(data)
             if sum(not d.empty for d in pending) >= tiling.batch_size:
                 flush()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -164,6 +165,7 @@ class FeatureWriter:
         self._rows = self._open_rows(self.tmp_rows, dim)
         self._queue: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=WRITE_AHEAD)
         self._error: BaseException | None = None
+        self.busy = 0.0  # seconds the writer thread spent writing
         self._thread = threading.Thread(target=self._drain, name="geodino-writer", daemon=True)
         self._thread.start()
 
@@ -171,10 +173,12 @@ class FeatureWriter:
         """The writer thread: write queued row blocks in order until ``None``; keep the first error for the caller."""
         while (item := self._queue.get()) is not None:
             if self._error is None:
+                t0 = time.perf_counter()
                 try:
                     self._write_now(*item)
                 except BaseException as exc:  # raised again in the caller's thread (write_rows, finish)
                     self._error = exc
+                self.busy += time.perf_counter() - t0
 
     def _stop(self) -> None:
         """Wait for every queued block to be written, stop the thread, close the temporary; raise a write error."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,25 @@ def test_a_factory_that_fails_and_backbone_options_given_with_a_model_of_ones_ow
     nir = TorchTileModel(Ratio(), bands=("nir", "red"), out_stride=1, channels=["ratio"], device="cpu")
     with pytest.raises(InputError, match=r"no band nir, red in s\.tif.*; the model takes nir, red by identity"):
         prepare_job(src, nir)
+
+
+def test_a_streamed_run_says_where_its_time_went(tmp_path: Path) -> None:
+    from tests.helpers import run
+
+    src = write_raster(tmp_path / "s.tif", coordinate_raster(100, 90))
+    res = encode_scene(src, tmp_path / "f.tif", PatchProbe(), EncodeOptions(tile=32, overlap=16))
+    st = res.stages
+    assert st is not None and st.model == pytest.approx(res.model_seconds) and min(vars(st).values()) >= 0
+    assert st.finish > 0 and st.write > 0 and st.read + st.model + st.blend + st.finish <= res.seconds
+    with rasterio.open(res.out) as ds:
+        recorded = json.loads(ds.tags()["GEODINO_SECONDS_BEFORE_FINISH"])
+    assert set(recorded) == {"read", "model", "blend", "write", "finish", "bound"} and recorded["bound"] in ("model-bound", "I/O-bound")
+    r = run("encode", src, tmp_path / "g.tif", "--model", "geodino_tiny_mlp", "--weights", "random", "--tile", "32", "--overlap", "16",
+            "--profile")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = [
+        ln.split()[0]
+        for ln in r.output.splitlines()
+        if ln.split() and ln.split()[0] in ("read", "model", "blend", "write", "finish", "total")
+    ]
+    assert rows == ["read", "model", "blend", "write", "finish", "total"] and "bound)" in r.output

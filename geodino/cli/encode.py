@@ -64,6 +64,7 @@ def encode_cmd(
     gsd: GsdOpt = None,
     allow_clipping: AllowClipOpt = False,
     check_hash: CheckHashOpt = True,
+    profile: Annotated[bool, typer.Option(help="print where the time went: seconds per stage (streamed runs)")] = False,
 ) -> None:
     """Encode a scene: SCENE... OUT. Tiles on the 16-px patch grid, scene-fixed normalisation, streamed stitching.
 
@@ -94,9 +95,19 @@ def encode_cmd(
         skipped = f" ({res.skipped} empty skipped)" if res.skipped else ""
         console.print(
             f"wrote {res.out}: {cols}x{rows} cells x {res.bands} bands, {crs}, {res.tiles} tiles{skipped} "
-            f"in {res.seconds:.1f} s (model {res.model_seconds:.1f} s), stretch: {res.adapter.stretch}"
+            f"in {res.seconds:.1f} s ({res.stages.line() if res.stages else f'model {res.model_seconds:.1f} s'}), "
+            f"stretch: {res.adapter.stretch}"
         )
     console.print(f"preset: {res.adapter.reason}", markup=False, highlight=False)
+    if profile and not isinstance(res, ZarrResult) and res.stages is not None:
+        st = res.stages
+        for name, seconds, what in (
+            ("read", st.read, "waiting for tiles (read ahead in threads)"), ("model", st.model, "the model"),
+            ("blend", st.blend, "blending, rows handed to the writer"), ("write", st.write, "writer thread, overlapping"),
+            ("finish", st.finish, "after the last tile: COG / Zarr"),
+        ):  # fmt: skip
+            console.print(f"{name:<7}{seconds:8.2f} s  {what}", markup=False, highlight=False)
+        console.print(f"total  {res.seconds:8.2f} s  {st.bound}", markup=False, highlight=False)
 
 
 @app.command("export")
