@@ -27,7 +27,7 @@ from geodino.scene import Scene
 from geodino.scene import open_scene as scene_of
 from geodino.tilemodel import TileModel, refuse_backbone_options
 from geodino.tiling import cell_centres, grid_crs
-from geodino.writer import zarr_attrs
+from geodino.zarrstore import zarr_attrs
 
 SCENE_ATTR = "geodino_scene"
 

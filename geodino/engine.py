@@ -186,13 +186,14 @@ def _encode(job: Job, outs: OutputSet, model: TileModel, options: EncodeOptions,
         raise InputError(f"--pca {options.pca}: the model gives {job.dim} channels")
     sampler = CellSampler() if options.pca else None
     tokens = TokenCollector(job.scene.geobox, job.plan) if options.tokens else None
-    with FeatureWriter(outs.temp("features"), job.grid, job.dim, options.fmt, options.dtype) as writer:
+    stream = list(job.channels) if options.pca is None else None  # PCA needs every feature first: written after the run
+    with FeatureWriter(outs.temp("features"), job.grid, job.dim, options.fmt, options.dtype, stream) as writer:
 
         def on_tile(d: TileData, out: np.ndarray, cv: np.ndarray, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
             if sampler is not None:
                 sampler.add(out, cv)
             if tokens is not None and cls is not None and storage is not None:
-                tokens.add(d.tile, cls.numpy(), storage.numpy())
+                tokens.add(d.tile, cls.cpu().numpy(), storage.cpu().numpy())
 
         stages = Stages()
         model_seconds, skipped = stitch_job(job, model, writer.write_rows, progress, on_tile, stages)
@@ -214,8 +215,15 @@ def _encode(job: Job, outs: OutputSet, model: TileModel, options: EncodeOptions,
     )  # fmt: skip
 
 
-#: ``on_tile(data, out (t, t, C), cell_valid (t, t), cls, storage)`` for each non-empty tile, in plan order.
+#: ``on_tile(data, out (t, t, C), cell_valid (t, t), cls, storage)`` for each non-empty tile, in plan order (on the CPU).
 TileSink = Callable[[TileData, np.ndarray, np.ndarray, "torch.Tensor | None", "torch.Tensor | None"], None]
+#: ``on_tile(data, out (C, t, t), cell_valid (t, t), cls, storage)``: the same, as tensors on the model's device.
+DeviceTileSink = Callable[[TileData, torch.Tensor, torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], None]
+
+
+def model_device(model: TileModel) -> torch.device:
+    """Where a model computes (its ``device`` attribute, else the CPU): tiles are blended there."""
+    return torch.device(getattr(model, "device", None) or "cpu")
 
 
 def stitch_job(
@@ -229,28 +237,36 @@ def stitch_job(
     """Run ``model`` over every tile of ``job`` and hand the blended output rows to ``sink(row0, (rows, cols, C))``
     as soon as they are final (rows in output cells, counted from the job's grid). ``on_tile`` sees each raw tile
     output too; ``stages`` adds up where the time goes. Returns ``(model seconds, tiles skipped as empty)``."""
-    stitcher = Stitcher(job.plan, job.dim, sink, job.tiling.blend_floor, job.stride)
+    stitcher = Stitcher(job.plan, job.dim, sink, job.tiling.blend_floor, job.stride, model_device(model))
 
-    def add(d: TileData, out: np.ndarray, cv: np.ndarray, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
+    def add(d: TileData, out: torch.Tensor, cv: torch.Tensor, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
         stitcher.add(d.tile, out, cv)
         if on_tile is not None:
-            on_tile(d, out, cv, cls, storage)
+            on_tile(d, out.cpu().permute(1, 2, 0).numpy(), cv.cpu().numpy(), cls, storage)
 
     return stream_tiles(job, model, add, stitcher.finish_row, progress, stages)
+
+
+def batch_of(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """``(B, ...)`` tensor of same-shaped arrays, assembled in pinned memory and copied asynchronously to a GPU."""
+    if device.type != "cuda":
+        return torch.from_numpy(np.stack(arrays))
+    buf = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.from_numpy(arrays[0][:0]).dtype, pin_memory=True)
+    np.stack(arrays, out=buf.numpy())
+    return buf.to(device, non_blocking=True)
 
 
 def stream_tiles(
     job: Job,
     model: TileModel,
-    on_tile: TileSink,
+    on_tile: DeviceTileSink,
     on_row_done: Callable[[], None],
     progress: Progress | None = None,
     stages: Stages | None = None,
 ) -> tuple[float, int]:
     """Read every tile of ``job.plan`` ahead in threads, run non-empty ones through ``model`` in batches, and hand
-    each output ``(T/s, T/s, C)`` to ``on_tile`` in plan order; ``on_row_done`` after each tile row.
-
-    Returns ``(model seconds, tiles skipped as empty)``.
+    each output ``(C, T/s, T/s)`` (on the model's device) to ``on_tile`` in plan order; ``on_row_done`` after each
+    tile row. Returns ``(model seconds, tiles skipped as empty)``.
     """
     plan, stride, tiling = job.plan, job.stride, job.tiling
     last_col = plan.tile_cols.stop - 1
@@ -258,34 +274,35 @@ def stream_tiles(
     pending: list[TileData] = []
     t_out = plan.tile // stride
     st = stages or Stages()
+    device = model_device(model)
 
     def flush() -> None:
         nonlocal model_seconds, done, skipped
         full = [d for d in pending if not d.empty]
         outs: Iterator[tuple[Any, Any, Any, Any]] = iter(())
         if full:
-            x = torch.from_numpy(np.stack([d.x for d in full]))
-            valid = torch.from_numpy(np.stack([d.valid for d in full]))
+            x, valid = batch_of([d.x for d in full], device), batch_of([d.valid for d in full], device)
             t0 = time.perf_counter()
             res = patches_of(model(model.normalize(x, valid)))
+            patches = res.patches
+            if patches.device.type == "cuda":
+                torch.cuda.synchronize(patches.device)  # the model's time, not the blend's
             dt = time.perf_counter() - t0
             model_seconds += dt
             st.model += dt
-            check_shape(res.patches, len(full), job.dim, t_out)
-            cells = torch.from_numpy(np.stack([cell_valid(d.valid, stride) for d in full]))
-            check_finite(res.patches, cells, full)
+            check_shape(patches, len(full), job.dim, t_out)
+            cells = batch_of([cell_valid(d.valid, stride) for d in full], patches.device)
+            check_finite(patches, cells, full)
+            patches = patches.float()
             cls = res.cls if res.cls is not None else [None] * len(full)
             storage = res.storage if res.storage is not None else [None] * len(full)
-            patches = res.patches.float().cpu().permute(0, 2, 3, 1).numpy()
-            outs = iter(zip(patches, cells.numpy(), cls, storage, strict=True))
+            outs = iter(zip(patches, cells, cls, storage, strict=True))
         t0 = time.perf_counter()
         for d in pending:
             if d.empty:
                 skipped += 1
             else:
                 out, cv, cls_i, storage_i = next(outs)
-                if not cv.all():  # cells with no valid pixel carry no weight, and may hold anything (0/0 of padding)
-                    out = np.where(cv[..., None], out, 0.0).astype(np.float32)
                 on_tile(d, out, cv, cls_i, storage_i)
             if d.tile.col == last_col:
                 on_row_done()

@@ -10,7 +10,8 @@ from odc.geo.geobox import GeoBox
 from geodino.errors import InputError, OutputError
 from geodino.lock import OutputLock
 from geodino.outputs import OutputSet, check_targets, run_lock
-from geodino.writer import BLOCK, FeatureWriter, check_format, check_sealed
+from geodino.writer import BLOCK, FeatureWriter, check_format
+from geodino.zarrstore import check_sealed
 
 #: bytes of features held per strip while exporting
 STRIP_BYTES = 256 * 2**20

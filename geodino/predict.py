@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geodino.adapter import BandAdapter
-from geodino.engine import Progress, RunResult, stitch_job
+from geodino.engine import Progress, RunResult, Stages, stitch_job
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor, Tokens, autocast, check_precision, resolve_device
 from geodino.job import BandChoice, Job, Tiling, as_job
@@ -170,17 +170,21 @@ def _predict(
                 e = np.exp(block - np.nanmax(block, axis=-1, keepdims=True))
                 prob.write_rows(row0, e / e.sum(axis=-1, keepdims=True))
 
-        model_seconds, skipped = stitch_job(job, predictor, sink, progress)
+        stages = Stages()
+        model_seconds, skipped = stitch_job(job, predictor, sink, progress, stages=stages)
         product = "land_cover" if classes else "canopy_height"
         content = f"land-cover classes ({', '.join(names)})" if classes else "canopy height in metres"
-        record = job.record(predictor, content, product=product, units=predictor.units, resolution=resolution, tiles_skipped_empty=skipped)
+        record = job.record(predictor, content, product=product, units=predictor.units, resolution=resolution,
+                            tiles_skipped_empty=skipped, seconds_before_finish=stages.record())  # fmt: skip
         meta = record.as_dict()
+        t0 = time.perf_counter()
         extra: dict[str, Path] = {}
         if prob is not None:
             prob.finish({**meta, "product": "class_probabilities", "units": "probability"}, [f"p_{n}" for n in names])
             extra["probabilities"] = outs.path("probabilities")
         colours = predictor.colours() if isinstance(predictor, LandCoverPredictor) else None
         main.finish(meta, ["class"] if classes else ["canopy_height_m"], colormap=colours, resolution=resolution)
+        stages.finish, stages.write = time.perf_counter() - t0, main.busy + (prob.busy if prob is not None else 0.0)
     except BaseException:
         main.abort()
         if prob is not None:
@@ -189,7 +193,7 @@ def _predict(
     return RunResult(
         out=outs.path("prediction"), grid_shape=job.grid_shape, bands=1, tiles=len(job.plan), skipped=skipped,
         seconds=time.perf_counter() - t_start, model_seconds=model_seconds, adapter=job.adapter, metadata=meta,
-        crs=job.scene.crs, extra=extra,
+        crs=job.scene.crs, extra=extra, stages=stages,
     )  # fmt: skip
 
 

@@ -68,6 +68,16 @@ class SceneReader:
                 self._handles.extend(handles)
         return cache[path]
 
+    def _by_file(self) -> list[tuple[str, list[int], list[int]]]:
+        """The adapter's bands grouped by file: ``(path, positions in the tile, band numbers in the file)``."""
+        groups: dict[str, tuple[list[int], list[int]]] = {}
+        for k, i in enumerate(self.adapter.indexes):
+            path, b = self.scene.band_sources[i]
+            ks, bands = groups.setdefault(path, ([], []))
+            ks.append(k)
+            bands.append(b)
+        return [(path, ks, bands) for path, (ks, bands) in groups.items()]
+
     def read_raw(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """``(C, height, width)`` DNs of the adapter's bands and ``(height, width)`` validity; padding is invalid."""
         sh, sw = self.scene.shape
@@ -83,10 +93,9 @@ class SceneReader:
         inner = (slice(r0 - row_off, r1 - row_off), slice(c0 - col_off, c1 - col_off))
         mask = None
         try:
-            for k, i in enumerate(self.adapter.indexes):
-                path, b = self.scene.band_sources[i]
+            for path, ks, bands in self._by_file():  # one read per file: a pixel-interleaved block is decoded once
                 ds = self._ds(path)
-                raw[(k, *inner)] = ds.read(b, window=win)
+                raw[(ks, *inner)] = ds.read(bands, window=win)
                 if self.scene.has_mask and mask is None:
                     mask = ds.dataset_mask(window=win) > 0
         except rasterio.errors.RasterioIOError as exc:

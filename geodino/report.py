@@ -9,8 +9,9 @@ unreadable files and bad options raise :class:`~geodino.errors.InputError` as ev
 
 Top-level keys (always present, ``None`` where unknown): ``schema``, ``ok`` (encode would run as asked),
 ``model``, ``scene``, ``bands``, ``validity``, ``preset``, ``stretch``, ``resampling``, ``features``,
-``tiles``, ``memory``, ``problem``. Non-finite floats (a NaN nodata) are written as the strings ``"nan"``,
-``"inf"``, ``"-inf"`` so that the document is strict JSON.
+``tiles``, ``memory``, ``problem``; with ``estimate=True`` also ``estimate``: where the time of the run would
+go, measured here (:func:`geodino.estimate.time_estimate`; ``None`` when encode would refuse). Non-finite floats
+(a NaN nodata) are written as the strings ``"nan"``, ``"inf"``, ``"-inf"`` so that the document is strict JSON.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from rasterio.errors import NotGeoreferencedWarning
 from geodino.adapter import STATS_SIDE, BandAdapter, decimated_read, prepare
 from geodino.bands import Band, with_family
 from geodino.detect import Detection, detect, example, family_of
+from geodino.device import resolve_device
 from geodino.engine import estimate_memory, n_params
 from geodino.errors import InputError
-from geodino.job import Tiling
+from geodino.estimate import estimate_lines, time_estimate
+from geodino.job import BandChoice, Tiling
 from geodino.models import WeightsSpec, get_spec
 from geodino.scene import Scene, open_scene
 from geodino.sensors import get_preset
@@ -48,22 +51,25 @@ _ALL_BANDS_BUDGET = 16 * STATS_SIDE**2
 def scene_report(
     paths: str | Path | Sequence[str | Path], model: str = "dinov3_vitl16_sat493m", sensor: str | None = None,
     bands: str | None = None, tile: int = 512, overlap: int = 64, batch_size: int = 4, gsd: float | None = None,
-    allow_clipping: bool = False,
+    allow_clipping: bool = False, estimate: bool = False, device: str = "auto",
 ) -> dict[str, object]:  # fmt: skip
-    """Everything ``geodino encode`` would decide for ``paths`` with these options, as a JSON-ready dict.
+    """Everything ``geodino encode`` would decide for ``paths`` with these options, as a JSON-ready dict;
+    ``estimate``: and where the time would go on ``device`` (seconds of measuring: a model is built and run).
 
     Refusals of the scene, of detection or of the adapter go to ``report["problem"]`` (``stage``, ``message``,
     ``example`` command, ``example_args``); missing/unreadable files and bad options raise :class:`InputError`.
     """
     spec = get_spec(model)
     _check_options(sensor, tile, overlap, batch_size, gsd, spec.patch_size)
+    if estimate:
+        resolve_device(device)
     n = spec.arch.in_chans
     report: dict[str, object] = dict.fromkeys(_KEYS)
     report.update(schema=SCHEMA, ok=False, model={"name": spec.name, "in_bands": n, "patch": spec.patch_size, "dim": spec.arch.embed_dim})
     try:
         scene = open_scene(paths)
     except InputError as exc:
-        return _unusable(report, paths, exc)
+        return _unusable(report, paths, exc) | ({"estimate": None} if estimate else {})
     det: Detection | None = None
     prepared: Scene | None = None
     adapter: BandAdapter | None = None
@@ -99,6 +105,10 @@ def scene_report(
         problem=problem,
     )
     report.update(_plan(grid, spec, tile, overlap, batch_size, n, chosen is not None))
+    if estimate:
+        tiling = Tiling(tile=tile, overlap=overlap, batch_size=batch_size)
+        choice = BandChoice(sensor=sensor, bands=bands, gsd=gsd, allow_clipping=allow_clipping)
+        report["estimate"] = time_estimate(paths, model, tiling=tiling, choice=choice, device=device) if problem is None else None
     return report
 
 
@@ -357,6 +367,9 @@ def format_report(report: dict[str, object]) -> list[str]:
         add("tiles", f"{t['rows']}x{t['cols']} = {t['count']} tiles of {t['tile']} px, overlap {t['overlap']} px")
         parts = ", ".join(f"{k} {n / 2**20:,.0f} MiB" for k, n in m["parts"].items())
         add("memory", f"~{m['total'] / 2**30:.2f} GiB for {r['model']['name']} with batch {m['batch_size']}: {parts}")
+    if "estimate" in r:
+        for label, text in estimate_lines(r["estimate"]) if r["estimate"] else [("estimate", "none: encode would refuse")]:
+            add(label, text)
     add("encode", "would run" if r["ok"] else "would refuse (see problem)")
     return out
 

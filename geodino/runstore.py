@@ -29,7 +29,7 @@ from odc.geo.geobox import GeoBox
 from geodino.blocks import Block
 from geodino.errors import InputError
 from geodino.outputs import run_folder
-from geodino.writer import feature_dataset, remove_partials, seal_store
+from geodino.zarrstore import feature_dataset, remove_partials, seal_store
 
 #: features per Zarr chunk (chunks stay <= 64 MiB of float32 at 256x256 cells, whatever the layers)
 FEATURE_CHUNK = 256
@@ -113,7 +113,7 @@ class ZarrRun:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def seal(self, blocks: int) -> Path:
-        """Record the finished store's completion (see :func:`~geodino.writer.seal_store`); returns the store."""
+        """Record the finished store's completion (see :func:`~geodino.zarrstore.seal_store`); returns the store."""
         seal_store(self.store, blocks)
         return self.store
 
@@ -132,7 +132,7 @@ def write_block(run_folder: str, block: Block, data: np.ndarray, dtype: str) -> 
 
 
 def _create_store(store: Path, geobox: GeoBox, names: Sequence[str], dtype: str, chunk: int, attrs: dict[str, object]) -> None:
-    """An empty store in the layout of :func:`~geodino.writer.feature_dataset`, chunked by blocks (metadata only)."""
+    """An empty store in the layout of :func:`~geodino.zarrstore.feature_dataset`, chunked by blocks (metadata only)."""
     import dask.array as da
 
     h, w = geobox.shape.yx

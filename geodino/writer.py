@@ -27,10 +27,13 @@ from rasterio.enums import Resampling
 
 from geodino.errors import InputError
 from geodino.outputs import remove_path
+from geodino.streams import BLOCK as STREAM_BLOCK
+from geodino.streams import open_stream
 from geodino.tiling import grid_crs
+from geodino.zarrstore import feature_dataset, seal_store
 
 if TYPE_CHECKING:
-    import xarray as xr
+    pass
 
 FORMATS = ("cog", "zarr")
 DTYPES = ("float32", "float16", "uint8")  # uint8: class rasters only
@@ -64,80 +67,6 @@ def check_format(fmt: str, dtype: str) -> None:
         raise InputError(f"--dtype {dtype!r}: use float32 or float16 (features are not integers)")
 
 
-def zarr_attrs(metadata: dict[str, object]) -> dict[str, object]:
-    """Metadata as Zarr/xarray attributes: scalars as they are, the rest as JSON."""
-    return {k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in metadata.items()}
-
-
-def feature_dataset(data: object, geobox: GeoBox, band_names: Sequence[str], metadata: dict[str, object]) -> xr.Dataset:
-    """The one Zarr layout of feature rasters: ``features (band, y, x)`` (``data``, dask or numpy) with a
-    ``band_name`` coordinate, cell-centre coordinates, CRS and transform in ``spatial_ref``, NaN nodata
-    and the run's record in the attributes. Returns an :class:`xarray.Dataset`."""
-    import rioxarray  # noqa: F401  (registers .rio)
-    import xarray as xr
-
-    from geodino.tiling import cell_centres
-
-    y, x = cell_centres(geobox)
-    attrs = zarr_attrs(metadata)
-    coords = {"band": np.arange(1, len(band_names) + 1), "y": y, "x": x, "band_name": ("band", list(band_names))}
-    arr = xr.DataArray(data, dims=("band", "y", "x"), coords=coords, attrs=attrs)
-    arr = arr.rio.write_crs(grid_crs(geobox).to_wkt()).rio.write_transform(geobox.affine).rio.write_nodata(np.nan, encoded=False)
-    ds = arr.to_dataset(name="features")
-    ds.attrs = attrs
-    return ds
-
-
-def _chunk_keys(array_dir: Path) -> tuple[list[str], set[str]]:
-    """Every chunk key a v2 Zarr array should hold, and the chunk files it holds."""
-    meta = json.loads((array_dir / ".zarray").read_text())
-    sep = meta.get("dimension_separator") or "."
-    counts = [-(-n // c) for n, c in zip(meta["shape"], meta["chunks"], strict=True)]
-    expected = [sep.join(map(str, idx)) for idx in np.ndindex(*counts)]
-    present = {str(p.relative_to(array_dir)).replace("/", sep) for p in array_dir.rglob("*") if p.is_file() and not p.name.startswith(".")}
-    return expected, present
-
-
-def remove_partials(store: Path) -> int:
-    """Remove chunk temporaries (``*.partial``, left by a killed write) from a Zarr store; returns how many."""
-    found = [p for p in store.rglob("*.partial") if p.is_file()] if store.is_dir() else []
-    for p in found:
-        p.unlink()
-    return len(found)
-
-
-def seal_store(store: Path, blocks: int | None = None) -> None:
-    """Record in a finished feature store that it is complete: its blocks and the chunks that are empty by
-    design (all NaN, so not written). :func:`check_sealed` compares the store with this record."""
-    import zarr
-
-    remove_partials(store)
-    expected, present = _chunk_keys(store / "features")
-    record = {"complete": True, "blocks": blocks, "chunks": len(expected), "empty_chunks": [k for k in expected if k not in present]}
-    group = zarr.open_group(str(store), mode="r+", zarr_format=2)
-    group.attrs["completion"] = json.dumps(record)
-    zarr.consolidate_metadata(str(store), zarr_format=2)
-
-
-def check_sealed(store: Path) -> None:
-    """Refuse a feature store that is unfinished (no completion record) or has lost chunks since it was sealed."""
-    try:
-        attrs = json.loads((store / ".zattrs").read_text())
-        record = json.loads(attrs["completion"])
-        expected, present = _chunk_keys(store / "features")
-    except (OSError, KeyError, ValueError, TypeError):
-        raise InputError(f"{store} is not a finished geodino feature store (no completion record): finish its encode run first") from None
-    missing = [k for k in expected if k not in present and k not in set(record.get("empty_chunks", []))]
-    if missing or record.get("chunks") != len(expected):
-        raise InputError(
-            f"{store} is damaged: {len(missing)} chunk(s) missing since it was written "
-            f"(first: features/{missing[0] if missing else '?'}); encode it again"
-        )
-    partial = [p for p in store.rglob("*.partial")]
-    if partial:
-        raise InputError(f"{store} holds chunk temporaries ({partial[0].name}): it was not finished cleanly; encode it again")
-
-
 def flat_tags(metadata: dict[str, object]) -> dict[str, str]:
     """Metadata as GeoTIFF tags: ``GEODINO_<KEY>`` = plain string or compact JSON."""
     return {f"GEODINO_{k.upper()}": v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for k, v in metadata.items()}
@@ -150,7 +79,9 @@ class FeatureWriter:
     writer's own scratch files are named after it, in its folder, and removed by :meth:`finish`/:meth:`abort`.
     """
 
-    def __init__(self, dest: str | Path, geobox: GeoBox, dim: int, fmt: str = "cog", dtype: str = "float32") -> None:
+    def __init__(
+        self, dest: str | Path, geobox: GeoBox, dim: int, fmt: str = "cog", dtype: str = "float32", stream: Sequence[str] | None = None
+    ) -> None:
         if fmt not in FORMATS or dtype not in DTYPES:
             raise InputError(f"cannot write {fmt} rasters of {dtype}")
         self.out = Path(dest)
@@ -162,7 +93,10 @@ class FeatureWriter:
         self.tmp_proj = self.out.with_name(self.out.name + ".proj.tif")
         self.tmp_out = self.out
         self._extra: list[Path] = []
-        self._rows = self._open_rows(self.tmp_rows, dim)
+        # ``stream``: the band names of features written during the run (no temporary, no pass after the run)
+        factors = overview_factors(*geobox.shape.yx, STREAM_BLOCK)  # GDAL's AUTO rule for the streamed tiles' width
+        self._stream = open_stream(self.out, geobox, dim, fmt, dtype, factors, stream) if stream else None
+        self._rows = self._open_rows(self.tmp_rows, dim) if self._stream is None else None
         self._queue: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=WRITE_AHEAD)
         self._error: BaseException | None = None
         self.busy = 0.0  # seconds the writer thread spent writing
@@ -185,7 +119,8 @@ class FeatureWriter:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
-        self._rows.close()
+        if self._rows is not None:
+            self._rows.close()
         if self._error is not None:
             raise self._error
 
@@ -205,6 +140,10 @@ class FeatureWriter:
         self._queue.put((row0, block))
 
     def _write_now(self, row0: int, block: np.ndarray) -> None:
+        if self._stream is not None:
+            self._stream.push(np.ascontiguousarray(block.transpose(2, 0, 1)))  # a view of band-major rows: no copy
+            return
+        assert self._rows is not None
         rows, cols, _ = block.shape
         block = self._round(block)
         self._rows.write(np.ascontiguousarray(block.transpose(2, 0, 1)), window=((row0, row0 + rows), (0, cols)))
@@ -235,6 +174,12 @@ class FeatureWriter:
     ) -> Path:
         """Write the final COG or Zarr at ``dest`` with ``metadata``, band names and an optional colour table.
         ``resolution`` (COG only): resample to that coarser pixel size by area mean."""
+        if self._stream is not None:
+            if project is not None or colormap or resolution:
+                raise ValueError("a streamed feature raster is written as it comes: no projection, colour table or resampling")
+            self._stop()
+            self._stream.finish(metadata, flat_tags(metadata), band_names)
+            return self.out
         if project is not None:
             src = self._project(project, len(band_names))
         else:
@@ -316,6 +261,8 @@ class FeatureWriter:
         except BaseException:
             pass  # the run's own error is what the caller reports
         finally:
+            if self._stream is not None:
+                self._stream.abort()
             self._cleanup()
 
     def __enter__(self) -> FeatureWriter:

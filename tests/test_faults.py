@@ -28,7 +28,7 @@ import xarray as xr
 from shapely.geometry import box
 
 from geodino.synthetic import write_scene
-from geodino.writer import check_sealed
+from geodino.zarrstore import check_sealed
 from tests import helpers
 from tests.helpers import serving
 
@@ -411,7 +411,7 @@ def test_temporaries_and_the_lock_of_a_killed_run_are_cleared_by_the_next(
     (work / ".other.tif.geodino-1-features.tif").write_text("another output's")  # another output's temporary: stays
     args = ("encode", inputs.mid, out, *TINY, "--tile", "64", "--overlap", "32")
     proc = launch(*args)
-    wait_for("its rows temporary", lambda: any(n.endswith(".rows.tif") for n in temporaries(out)), proc)
+    wait_for("its features temporary", lambda: any(n.startswith(f".out.tif.geodino-{proc.pid}-features") for n in temporaries(out)), proc)
     pause(0.2, proc)
     assert proc.poll() is None, proc.describe()
     proc.send(signal.SIGKILL)

@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.text import Text
 
 from geodino.errors import GeodinoError, Interrupted, Terminated
 from geodino.outputs import COMMITTED
+
+if TYPE_CHECKING:
+    from geodino.engine import Stages
 
 app = typer.Typer(
     name="geodino",
@@ -56,6 +59,18 @@ def print_notes(notes: Sequence[str]) -> None:
 def flush_notes() -> None:
     while _NOTES:
         err_console.print(f"geodino: note: {_NOTES.pop(0)}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_stages(stages: Stages, seconds: float) -> None:
+    """``--profile``: seconds per stage of a streamed run, one line each, then the total and whether it was
+    model-bound or I/O-bound (``encode``, ``canopy-height``, ``land-cover``)."""
+    for name, secs, what in (
+        ("read", stages.read, "waiting for tiles (read ahead in threads)"), ("model", stages.model, "the model"),
+        ("blend", stages.blend, "blending, rows handed to the writer"), ("write", stages.write, "writer thread, overlapping"),
+        ("finish", stages.finish, "after the last tile: COG / Zarr"),
+    ):  # fmt: skip
+        console.print(f"{name:<7}{secs:8.2f} s  {what}", markup=False, highlight=False)
+    console.print(f"total  {seconds:8.2f} s  {stages.bound}", markup=False, highlight=False)
 
 
 def error_line(message: str) -> None:

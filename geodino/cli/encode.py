@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from geodino.cli.app import TileBar, app, console, err_console, guard, print_notes
+from geodino.cli.app import TileBar, app, console, err_console, guard, print_notes, print_stages
 from geodino.cli.options import (
     AllowClipOpt,
     BandsOpt,
@@ -20,6 +20,7 @@ from geodino.cli.options import (
     OverlapOpt,
     OverwriteOpt,
     PrecisionOpt,
+    ProfileOpt,
     SceneArg,
     SensorOpt,
     TileOpt,
@@ -64,7 +65,7 @@ def encode_cmd(
     gsd: GsdOpt = None,
     allow_clipping: AllowClipOpt = False,
     check_hash: CheckHashOpt = True,
-    profile: Annotated[bool, typer.Option(help="print where the time went: seconds per stage (streamed runs)")] = False,
+    profile: ProfileOpt = False,
 ) -> None:
     """Encode a scene: SCENE... OUT. Tiles on the 16-px patch grid, scene-fixed normalisation, streamed stitching.
 
@@ -100,14 +101,7 @@ def encode_cmd(
         )
     console.print(f"preset: {res.adapter.reason}", markup=False, highlight=False)
     if profile and not isinstance(res, ZarrResult) and res.stages is not None:
-        st = res.stages
-        for name, seconds, what in (
-            ("read", st.read, "waiting for tiles (read ahead in threads)"), ("model", st.model, "the model"),
-            ("blend", st.blend, "blending, rows handed to the writer"), ("write", st.write, "writer thread, overlapping"),
-            ("finish", st.finish, "after the last tile: COG / Zarr"),
-        ):  # fmt: skip
-            console.print(f"{name:<7}{seconds:8.2f} s  {what}", markup=False, highlight=False)
-        console.print(f"total  {res.seconds:8.2f} s  {st.bound}", markup=False, highlight=False)
+        print_stages(res.stages, res.seconds)
 
 
 @app.command("export")
@@ -132,16 +126,22 @@ def info_cmd(
     bands: BandsOpt = None,
     tile: TileOpt = 512,
     overlap: OverlapOpt = 64,
-    batch_size: Annotated[int, typer.Option(help="tiles per forward pass (for the memory estimate)")] = 4,
+    batch_size: Annotated[int, typer.Option(help="tiles per forward pass (for the memory and time estimates)")] = 4,
     gsd: GsdOpt = None,
     allow_clipping: AllowClipOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as one JSON document on stdout")] = False,
+    estimate: Annotated[
+        bool, typer.Option(help="also measure where the time would go: model (random weights), reads, writes (takes seconds)")
+    ] = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Describe a scene and what encode would do with it: bands and where their identities come from, nodata and
     invalid pixels, preset and why (or why none fits and a command that works), stretch and clipping, resampling,
-    feature grid, tile plan, memory. Exits 0 for any readable raster; 2 for missing/unreadable files or bad options.
+    feature grid, tile plan, memory; with --estimate, seconds per tile of the model on --device, of the reads and of the
+    writes, the total for the scene and whether it would be model-bound or I/O-bound. Exits 0 for any readable raster;
+    2 for missing/unreadable files or bad options.
     """
-    report = scene_report(paths, model, sensor, bands, tile, overlap, batch_size, gsd, allow_clipping)
+    report = scene_report(paths, model, sensor, bands, tile, overlap, batch_size, gsd, allow_clipping, estimate, device)
     if as_json:
         typer.echo(report_json(report))
         return

@@ -28,6 +28,7 @@ OverlapOpt = Annotated[int, typer.Option(help="overlap between tiles in pixels, 
 BatchOpt = Annotated[int, typer.Option(help="tiles per forward pass")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N")]
 PrecisionOpt = Annotated[str, typer.Option(help="fp32, bf16 or fp16")]
+ProfileOpt = Annotated[bool, typer.Option(help="print where the time went: seconds per stage (streamed runs)")]
 OverwriteOpt = Annotated[bool, typer.Option(help="replace an existing output (one geodino wrote)")]
 
 

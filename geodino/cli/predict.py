@@ -7,7 +7,7 @@ from typing import Annotated, Any, cast
 
 import typer
 
-from geodino.cli.app import TileBar, app, console, guard, print_notes
+from geodino.cli.app import TileBar, app, console, guard, print_notes, print_stages
 from geodino.cli.encode import warn
 from geodino.cli.options import (
     AllowClipOpt,
@@ -18,14 +18,21 @@ from geodino.cli.options import (
     OverlapOpt,
     OverwriteOpt,
     PrecisionOpt,
+    ProfileOpt,
     SensorOpt,
     TileOpt,
     choice,
     tiling,
 )  # fmt: skip
 from geodino.errors import InputError
+from geodino.predict import PredictResult
 from geodino.predict_runs import canopy_run, land_cover_run, train_run
 from geodino.runs import Hooks, split_output
+
+
+def _stages(res: PredictResult) -> str:
+    """`` (model 0.8 s, read wait 0.1 s, ...: I/O-bound)`` for the summary line."""
+    return f" ({res.stages.line()})" if res.stages is not None else ""
 
 
 @app.command("canopy-height")
@@ -49,6 +56,7 @@ def canopy_height_cmd(
     gsd: GsdOpt = None,
     allow_clipping: AllowClipOpt = False,
     check_hash: CheckHashOpt = True,
+    profile: ProfileOpt = False,
 ) -> None:
     """Canopy height in metres with the CHMv2 head, as a COG; optionally evaluated against a reference CHM."""
     with TileBar() as bar:
@@ -58,8 +66,10 @@ def canopy_height_cmd(
             reference=reference, overwrite=overwrite, check_hash=check_hash, hooks=Hooks(print_notes, warn, bar),
         )  # fmt: skip
     res, (h, w) = run.result, run.result.grid_shape
-    console.print(f"wrote {res.out}: canopy height (m), {w}x{h} px, {res.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
+    console.print(f"wrote {res.out}: canopy height (m), {w}x{h} px, {res.crs}, {res.tiles} tiles in {res.seconds:.1f} s{_stages(res)}")
     console.print(f"preset: {res.adapter.reason}", markup=False, highlight=False)
+    if profile and res.stages is not None:
+        print_stages(res.stages, res.seconds)
     if run.evaluation is not None:
         ev = run.evaluation
         figures = f"MAE {ev['mae']:.3f} m, RMSE {ev['rmse']:.3f} m, bias {ev['bias']:+.3f} m, R2 {ev['r2']:.3f}"
@@ -129,6 +139,7 @@ def land_cover_cmd(
     gsd: GsdOpt = None,
     allow_clipping: AllowClipOpt = False,
     check_hash: CheckHashOpt = True,
+    profile: ProfileOpt = False,
 ) -> None:
     """Land-cover classes (uint8 COG with a colour table, nodata 255) from a trained head."""
     paths, out = split_output(scene, None, "geodino land-cover SCENE... OUT --head HEAD")
@@ -139,8 +150,11 @@ def land_cover_cmd(
             precision=precision, overwrite=overwrite, check_hash=check_hash, hooks=Hooks(print_notes, warn, bar),
         )  # fmt: skip
     res, names = run.result, run.names
-    console.print(f"wrote {res.out}: {len(names)} classes ({', '.join(names)}), {res.crs}, {res.tiles} tiles in {res.seconds:.1f} s")
+    summary = f"{len(names)} classes ({', '.join(names)}), {res.crs}, {res.tiles} tiles in {res.seconds:.1f} s{_stages(res)}"
+    console.print(f"wrote {res.out}: {summary}")
     console.print(f"preset: {run.reason}", markup=False, highlight=False)
+    if profile and res.stages is not None:
+        print_stages(res.stages, res.seconds)
     if vector is not None:
         console.print(f"wrote {vector}: {run.polygons} polygons")
     for p in res.extra.values():

@@ -1,0 +1,147 @@
+"""Rows in, compressed COG tiles out while the run goes on: block rows per level and overviews on the fly.
+
+Finished rows ``(D, r, W)`` arrive in order (:meth:`CogStream.push`). Each level of the pyramid gathers
+them into block rows of the layout's tile height; a full block row goes to a thread pool that predicts and
+compresses its tiles (:mod:`geodino.tiffcodec`) and writes them into the :class:`~geodino.cogfile.CogFile`
+at once. Overview rows are NaN-aware 2x2 means of the level below (GDAL's ``AVERAGE`` over valid cells),
+made as soon as two rows of that level exist, so the last block row of each level is all that remains
+after the last rows: no pass over the raster after the run. Block rows in flight are bounded
+(back-pressure: :meth:`push` waits), so memory does not grow with the scene.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from geodino.cogfile import CogFile, CogLayout
+from geodino.tiffcodec import compress_tiles, predicted_tiles
+
+#: Compression tasks queued or running at once, at most, per worker thread.
+IN_FLIGHT = 3
+#: Bands per compression task.
+BANDS_PER_TASK = 64
+
+
+def halve(rows: np.ndarray) -> np.ndarray:
+    """NaN-aware 2x2 means of ``rows`` ``(D, r, W)`` float32 -> ``(D, ceil(r/2), ceil(W/2))``: the mean of a
+    window's valid (non-NaN) cells, NaN where it has none; an odd last row or column is a window of its own."""
+    d, r, w = rows.shape
+    if r % 2 or w % 2:
+        padded = np.full((d, r + r % 2, w + w % 2), np.nan, np.float32)
+        padded[:, :r, :w] = rows
+        rows = padded
+    pairs = rows[:, 0::2], rows[:, 1::2]
+    if not np.isnan(rows).any():  # the common case: plain means, in float32
+        s = pairs[0] + pairs[1]
+        return np.asarray((s[..., 0::2] + s[..., 1::2]) * np.float32(0.25))
+    quads = [p[..., k::2] for p in pairs for k in (0, 1)]
+    valid = [~np.isnan(q) for q in quads]
+    total = sum(np.where(v, q, np.float32(0)) for q, v in zip(quads, valid, strict=True))
+    count = sum(v.astype(np.float32) for v in valid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(total / count, dtype=np.float32)  # 0/0: NaN where no valid cell
+
+
+class CogStream:
+    """Feeds a :class:`~geodino.cogfile.CogFile` with ``layout``'s levels from rows pushed in order.
+
+    ``dtype`` of the file: float32, float16 (values rounded to the nearest half float) or uint8 (class rasters;
+    no overviews are made from them here). ``workers``: compression threads.
+    """
+
+    def __init__(self, cog: CogFile, layout: CogLayout, workers: int) -> None:
+        self.cog, self.layout = cog, layout
+        self.np_dtype = np.dtype(layout.dtype)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geodino-compress")
+        self._slots = threading.BoundedSemaphore(IN_FLIGHT * max(1, workers))
+        self._futures: list[Future[None]] = []
+        n = layout.levels
+        self._staged: list[np.ndarray | None] = [None] * n  # the open block row of each level
+        self._filled = [0] * n  # its rows filled so far
+        self._ty = [0] * n  # the open block row's index, per level
+        self._carry: list[np.ndarray | None] = [None] * n  # an odd row waiting for its pair (feeds level + 1)
+
+    @property
+    def block_rows(self) -> int:
+        return self.layout.tile_rows
+
+    def push(self, rows: np.ndarray, level: int = 0) -> None:
+        """Add the next rows ``(D, r, W_level)`` of ``level`` (float32; band-major)."""
+        self._check()
+        d, r, w = rows.shape
+        done = 0
+        while done < r:
+            if self._staged[level] is None:
+                self._staged[level] = np.full((d, self.block_rows, w), np.nan, np.float32)
+                self._filled[level] = 0
+            staged = self._staged[level]
+            assert staged is not None
+            k = min(r - done, self.block_rows - self._filled[level])
+            staged[:, self._filled[level] : self._filled[level] + k] = rows[:, done : done + k]
+            self._filled[level] += k
+            done += k
+            if self._filled[level] == self.block_rows:
+                self._submit(level)
+        if level + 1 < self.layout.levels:
+            self._down(rows, level)
+
+    def _down(self, rows: np.ndarray, level: int) -> None:
+        """Overview rows of ``level + 1`` from rows of ``level`` (pairs; an odd row waits in the carry)."""
+        carry = self._carry[level]
+        if carry is not None:
+            rows = np.concatenate([carry, rows], axis=1)
+            self._carry[level] = None
+        if rows.shape[1] % 2:
+            self._carry[level] = rows[:, -1:].copy()
+            rows = rows[:, :-1]
+        if rows.shape[1]:
+            self.push(halve(rows), level + 1)
+
+    def _submit(self, level: int) -> None:
+        """Compress the open block row of ``level`` in the pool, :data:`BANDS_PER_TASK` bands a task (waits while
+        :data:`IN_FLIGHT` tasks per worker are queued: back-pressure)."""
+        staged, self._staged[level] = self._staged[level], None
+        assert staged is not None
+        ty = self._ty[level]
+        self._ty[level] += 1
+        h, _ = self.layout.shape(level)
+        valid = min(self.block_rows, h - ty * self.block_rows)
+        block = staged[:, :valid]
+        for b0 in range(0, block.shape[0], BANDS_PER_TASK):
+            self._slots.acquire()
+            self._futures = [f for f in self._futures if not f.done() or f.exception() is not None]
+            self._futures.append(self._pool.submit(self._encode, level, ty, b0, block[b0 : b0 + BANDS_PER_TASK]))
+
+    def _encode(self, level: int, ty: int, b0: int, block: np.ndarray) -> None:
+        """Predict, compress and write the tiles of bands ``b0 ..`` of block row ``ty`` of ``level``."""
+        try:
+            if self.np_dtype != np.float32:
+                block = block.astype(self.np_dtype)
+            pred = predicted_tiles(block, self.layout.block, self.block_rows).numpy()
+            self.cog.write_tiles(level, ty, [(b0 + band, tx, payload) for band, tx, payload in compress_tiles(pred)])
+        finally:
+            self._slots.release()
+
+    def _check(self) -> None:
+        for f in self._futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Flush the last rows of every level (an odd last row makes an overview row of its own), wait for the pool."""
+        for level in range(self.layout.levels):
+            carry = self._carry[level]
+            if carry is not None:
+                self._carry[level] = None
+                self.push(halve(carry), level + 1)
+            if self._staged[level] is not None and self._filled[level]:
+                self._submit(level)
+        self._pool.shutdown(wait=True)
+        self._check()
+
+    def abort(self) -> None:
+        """Stop: drop queued work and wait for the running tasks (the caller removes the file)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,159 @@
+"""Feature rasters written while the run goes on: compressed COG tiles or Zarr chunks, no pass after the run.
+
+A stream takes finished rows ``(D, r, W)`` float32 (band-major, in order) from the writer thread, gathers
+them into block rows and hands each full block row to a pool of compression threads that write it into
+its place in the output at once. :meth:`finish` writes what only the end knows (the run's record, band
+names) and leaves a finished COG or a sealed Zarr store; :meth:`abort` removes it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from odc.geo.geobox import GeoBox
+
+from geodino.cogfile import CogFile, CogLayout, template_tags
+from geodino.cogstream import IN_FLIGHT, CogStream
+from geodino.outputs import remove_path
+from geodino.tiling import grid_crs
+from geodino.zarrstore import feature_dataset, seal_store, zarr_attrs
+
+#: Tile width and height of streamed COGs, and the Zarr chunks' height and width: a short block row, so little
+#: is left to compress after the last rows (a block row is compressed once all its rows are final).
+BLOCK, BLOCK_ROWS = 256, 32
+ZARR_CHUNK = (256, BLOCK_ROWS, 256)  # bands, rows, columns
+#: Bytes kept free beside a streamed COG's IFDs for the run's record, known only at the end.
+TAG_SPARE = 1 << 20
+
+
+def stream_workers() -> int:
+    """Compression threads: one per core."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class FeatureStream(Protocol):
+    def push(self, rows: np.ndarray) -> None: ...
+
+    def finish(self, metadata: dict[str, object], tags: dict[str, str], band_names: Sequence[str]) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class CogFeatureStream:
+    """A COG at ``dest`` written during the run (:class:`~geodino.cogstream.CogStream` into a
+    :class:`~geodino.cogfile.CogFile`), with overviews ``factors``; ``dtype`` float32 or float16."""
+
+    def __init__(self, dest: Path, geobox: GeoBox, dim: int, dtype: str, factors: Sequence[int], band_names: Sequence[str]) -> None:
+        h, w = geobox.shape.yx
+        self.geobox, self.dim, self.dtype = geobox, dim, dtype
+        self.layout = CogLayout(h, w, dim, dtype, block=BLOCK, block_rows=BLOCK_ROWS, factors=tuple(factors))
+        self.cog = CogFile(dest, self.layout, self._tags(band_names, {}), spare=TAG_SPARE)
+        self.stream = CogStream(self.cog, self.layout, stream_workers())
+
+    def _tags(self, band_names: Sequence[str], tags: dict[str, str]) -> dict[int, tuple[int, int, bytes]]:
+        crs = grid_crs(self.geobox).to_wkt()
+        return template_tags(crs, self.geobox.affine, self.dim, self.dtype, float("nan"), list(band_names), tags)
+
+    def push(self, rows: np.ndarray) -> None:
+        self.stream.push(rows)
+
+    def finish(self, metadata: dict[str, object], tags: dict[str, str], band_names: Sequence[str]) -> None:
+        self.stream.close()
+        self.cog.close(self._tags(band_names, tags))
+
+    def abort(self) -> None:
+        self.stream.abort()
+        self.cog.abort()
+
+
+class ZarrFeatureStream:
+    """A Zarr store at ``dest`` (the layout of :func:`~geodino.zarrstore.feature_dataset`, chunks
+    :data:`ZARR_CHUNK`) whose chunks are compressed and written by a pool during the run."""
+
+    def __init__(self, dest: Path, geobox: GeoBox, dim: int, dtype: str, band_names: Sequence[str]) -> None:
+        import dask.array as da
+        import zarr
+
+        self.dest, self.geobox, self.band_names = dest, geobox, list(band_names)
+        h, w = geobox.shape.yx
+        chunks = (min(dim, ZARR_CHUNK[0]), ZARR_CHUNK[1], ZARR_CHUNK[2])
+        data = da.full((dim, h, w), np.nan, dtype=dtype, chunks=chunks)
+        feature_dataset(data, geobox, self.band_names, {}).to_zarr(dest, mode="w", compute=False, consolidated=True, zarr_format=2)
+        self.array = zarr.open_array(store=str(dest / "features"), mode="r+")
+        self.dtype = np.dtype(dtype)
+        workers = stream_workers()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geodino-zarr")
+        self._slots = threading.BoundedSemaphore(IN_FLIGHT * workers)
+        self._futures: list[Future[None]] = []
+        self._staged: np.ndarray | None = None
+        self._filled = 0
+        self._row0 = 0
+
+    def push(self, rows: np.ndarray) -> None:
+        d, r, w = rows.shape
+        done = 0
+        while done < r:
+            if self._staged is None:
+                self._staged, self._filled = np.empty((d, BLOCK_ROWS, w), self.dtype), 0
+            k = min(r - done, BLOCK_ROWS - self._filled)
+            self._staged[:, self._filled : self._filled + k] = rows[:, done : done + k]
+            self._filled += k
+            done += k
+            if self._filled == BLOCK_ROWS:
+                self._submit()
+
+    def _submit(self) -> None:
+        staged, n, row0 = self._staged, self._filled, self._row0
+        assert staged is not None
+        self._staged, self._row0 = None, row0 + n
+        step = self.array.chunks[0]
+        for b0 in range(0, staged.shape[0], step):  # one task per chunk row of a band range
+            self._slots.acquire()
+            self._check()
+            self._futures.append(self._pool.submit(self._write, b0, row0, staged[b0 : b0 + step, :n]))
+
+    def _write(self, b0: int, row0: int, block: np.ndarray) -> None:
+        try:
+            self.array[b0 : b0 + block.shape[0], row0 : row0 + block.shape[1], :] = block
+        finally:
+            self._slots.release()
+
+    def _check(self) -> None:
+        self._futures = [f for f in self._futures if not f.done() or f.exception() is not None]
+        for f in self._futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+
+    def finish(self, metadata: dict[str, object], tags: dict[str, str], band_names: Sequence[str]) -> None:
+        import zarr
+
+        if self._staged is not None and self._filled:
+            self._submit()
+        self._pool.shutdown(wait=True)
+        self._check()
+        attrs: dict[str, Any] = zarr_attrs(metadata)
+        group = zarr.open_group(str(self.dest), mode="r+", zarr_format=2)
+        group.attrs.update(attrs)
+        group["features"].attrs.update(attrs)
+        if list(band_names) != self.band_names:
+            raise ValueError("a streamed Zarr store keeps the band names it was made with")
+        seal_store(self.dest)
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        remove_path(self.dest)
+
+
+def open_stream(
+    dest: Path, geobox: GeoBox, dim: int, fmt: str, dtype: str, factors: Sequence[int], band_names: Sequence[str]
+) -> FeatureStream:
+    """The stream writing ``fmt`` (``cog`` or ``zarr``) at ``dest``."""
+    if fmt == "cog":
+        return CogFeatureStream(dest, geobox, dim, dtype, factors, band_names)
+    return ZarrFeatureStream(dest, geobox, dim, dtype, band_names)
