@@ -14,7 +14,7 @@ and is built once per process, on first use.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -180,21 +180,32 @@ def block_record(job: Job, blocks: BlockPlan, model: TileModel, dtype: str = "fl
     return job.record(model, content_of(model), blocks=blocks.record(), pca=None, dtype=dtype, nodata="nan").as_dict()
 
 
-def run_block(job: Job, model: ModelRef | TileModel, block: Block, scale: int | None = None) -> np.ndarray:
+def run_block(
+    job: Job,
+    model: ModelRef | TileModel,
+    block: Block,
+    scale: int | None = None,
+    on_rows: Callable[[int, np.ndarray], None] | None = None,
+) -> np.ndarray:
     """Output of one block, ``(C, rows, cols)`` float32 (NaN where no valid input), equal to the same cells of a
-    whole-scene run of ``job`` (``scale``: the job's, output cells per 16-pixel cell)."""
+    whole-scene run of ``job`` (``scale``: the job's, output cells per 16-pixel cell). ``on_rows(row, (C, r, cols))``:
+    the block's rows handed over as they finish instead (``row`` counted from the block's first; returns an empty
+    array then)."""
     net = model.extractor() if isinstance(model, ModelRef) else model
     k = scale or job.scale
     r0, r1, c0, c1 = BlockPlan(job.plan, 1, k).grid_cells(block)
     sub = sub_job(job, r0, r1, c0, c1)
     col0 = sub.plan.cell_bounds[2] * k
-    buf = np.full((job.dim, *block.shape), np.nan, np.float32)
+    buf = np.full((job.dim, *block.shape) if on_rows is None else (0, 0, 0), np.nan, np.float32)
 
     def sink(row: int, rows: np.ndarray) -> None:  # keep the block's own cells of the finished rows
         lo, hi = max(row, block.row0), min(row + rows.shape[0], block.row1)
         if lo < hi:
-            part = rows[lo - row : hi - row, block.col0 - col0 : block.col1 - col0]
-            buf[:, lo - block.row0 : hi - block.row0] = part.transpose(2, 0, 1)
+            part = rows[lo - row : hi - row, block.col0 - col0 : block.col1 - col0].transpose(2, 0, 1)
+            if on_rows is not None:
+                on_rows(lo - block.row0, part)
+            else:
+                buf[:, lo - block.row0 : hi - block.row0] = part
 
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         stitch_job(sub, net, sink)

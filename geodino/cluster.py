@@ -28,8 +28,9 @@ from geodino.engine import EncodeOptions, check_options
 from geodino.errors import GeodinoError, InputError, Interrupted, Terminated
 from geodino.job import Job, as_job
 from geodino.outputs import OutputSet, absolute
-from geodino.runstore import ZarrRun, file_identity, write_block
+from geodino.runstore import BlockRows, ZarrRun, file_identity
 from geodino.scene import Scene, open_scene
+from geodino.streams import stream_workers
 from geodino.tilemodel import TileModel
 from geodino.tiling import TilePlan
 
@@ -51,11 +52,11 @@ class BlockJob:
 
     def __call__(self, block: Block) -> str:
         try:
-            data = run_block(self.job, self.model, block)
+            with BlockRows(self.run_folder, block, self.dtype, workers=stream_workers()) as rows:
+                run_block(self.job, self.model, block, on_rows=rows.add)  # chunk rows written while the block runs
         except GeodinoError as exc:  # re-raised bare: a chained GDAL error would not survive the trip back
             error = type(exc)(*exc.args)
         else:
-            write_block(self.run_folder, block, data, self.dtype)
             return block.key
         raise error
 

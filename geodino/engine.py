@@ -22,14 +22,12 @@ from geodino.adapter import BandAdapter
 from geodino.errors import GeodinoError, InputError
 from geodino.features import FeatureExtractor
 from geodino.job import BandChoice, Job, Tiling, as_job
-from geodino.models.specs import WeightsSpec
 from geodino.outputs import OutputSet, check_targets, own_outputs
 from geodino.pca import PCA, CellSampler, fit_pca
 from geodino.reader import SceneReader, TileData, cell_valid, prefetch
 from geodino.scene import Scene, open_scene
 from geodino.stitch import Sink, Stitcher
 from geodino.tilemodel import TileModel, patches_of
-from geodino.tiling import TilePlan
 from geodino.tokens import TokenCollector, tokens_path
 from geodino.writer import GDAL_CACHE_MB, FeatureWriter, check_format
 
@@ -95,13 +93,19 @@ EncodeResult = RunResult  # features (encode_scene)
 class Stages:
     """Seconds per stage of a streamed run: the main thread waiting for tiles (``read``: reads run ahead in
     threads), in the model, blending and handing rows to the writer (``blend``, back-pressure included); the writer
-    thread's busy time (``write``, overlapping the rest); and ``finish``, after the last tile (COG/Zarr)."""
+    thread's busy time (``write``, overlapping the rest); and ``finish``: from the end of the last tile's model
+    call to the end of the run (the last rows blended, the last block rows compressed, the file closed)."""
 
     read: float = 0.0
     model: float = 0.0
     blend: float = 0.0
     write: float = 0.0
     finish: float = 0.0
+    last_tile: float = field(default=0.0, repr=False)  # perf_counter() when the last model call ended
+
+    def end(self) -> None:
+        """The run is done: ``finish`` is the time since the last tile."""
+        self.finish = time.perf_counter() - self.last_tile if self.last_tile else 0.0
 
     @property
     def bound(self) -> str:
@@ -109,7 +113,7 @@ class Stages:
         return "model-bound" if self.model >= self.read + self.blend + self.finish else "I/O-bound"
 
     def record(self) -> dict[str, object]:
-        return {k: round(v, 3) for k, v in vars(self).items()} | {"bound": self.bound}
+        return {k: round(v, 3) for k, v in vars(self).items() if k != "last_tile"} | {"bound": self.bound}
 
     def line(self) -> str:
         """``model 0.8 s, read wait 0.1 s, blend 0.7 s, writer 1.0 s, finish 1.5 s: I/O-bound``."""
@@ -202,9 +206,9 @@ def _encode(job: Job, outs: OutputSet, model: TileModel, options: EncodeOptions,
                             dtype=options.dtype, nodata="nan", seconds_before_finish=stages.record())  # fmt: skip
         meta = record.as_dict()
         names = pca_names(pca.k) if pca is not None else list(job.channels)
-        t0 = time.perf_counter()
         writer.finish(meta, names, pca.transform if pca is not None else None)
-        stages.finish, stages.write = time.perf_counter() - t0, writer.busy
+        stages.write = writer.busy
+        stages.end()
     tokens_out = None
     if tokens is not None and tokens.write(outs.temp("tokens"), meta) is not None:
         tokens_out = outs.path("tokens")
@@ -287,7 +291,8 @@ def stream_tiles(
             patches = res.patches
             if patches.device.type == "cuda":
                 torch.cuda.synchronize(patches.device)  # the model's time, not the blend's
-            dt = time.perf_counter() - t0
+            st.last_tile = time.perf_counter()
+            dt = st.last_tile - t0
             model_seconds += dt
             st.model += dt
             check_shape(patches, len(full), job.dim, t_out)
@@ -355,45 +360,3 @@ def check_finite(out: torch.Tensor, cells: torch.Tensor, tiles: list[TileData]) 
 def sub_job(job: Job, row0: int, row1: int, col0: int, col1: int) -> Job:
     """The job of the tiles touching grid cells ``[row0, row1) x [col0, col1)`` (16-pixel cells)."""
     return replace(job, plan=job.plan.for_cells(row0, row1, col0, col1))
-
-
-def check_memory(estimate: dict[str, int], what: str) -> None:
-    """Refuse a job whose :func:`estimate_memory` exceeds the memory available now."""
-    import psutil
-
-    need, free = sum(estimate.values()), psutil.virtual_memory().available
-    if need > free:
-        parts = ", ".join(f"{k} {v / 2**30:.1f} GiB" for k, v in estimate.items())
-        raise InputError(
-            f"{what} needs about {need / 2**30:.1f} GiB ({parts}) but {free / 2**30:.1f} GiB are available: "
-            "use a smaller --tile or --batch-size"
-        )
-
-
-def n_params(spec: WeightsSpec) -> int:
-    """Parameters of a weights spec's backbone (counted on the meta device: nothing allocated)."""
-    from geodino.models.vit import DinoVisionTransformer
-
-    with torch.device("meta"):
-        return sum(p.numel() for p in DinoVisionTransformer(spec.arch).parameters())
-
-
-def estimate_memory(
-    plan: TilePlan, dim: int, batch_size: int, n_params: int, in_bands: int = 3, stride: int | None = None
-) -> dict[str, int]:
-    """Rough peak bytes of a job, by part (independent of the scene's height). ``dim``: channels stitched at
-    ``stride`` pixels (default the patch: features; 1 for prediction rasters)."""
-    s = stride or plan.patch
-    t, cols = plan.tile // s, plan.grid_shape[1] * plan.patch // s
-    tokens = plan.tile_cells**2
-    return {
-        "stitch buffer": (t * (cols + t) * (dim + 1)) * 8,
-        "tiles read ahead": max(8, 2 * batch_size) * in_bands * plan.tile**2 * 5,
-        "model weights": n_params * 4,
-        "activations": batch_size * tokens * dim * 4 * 12,
-    }
-
-
-def job_memory(job: Job, n_params: int = 0) -> dict[str, int]:
-    """:func:`estimate_memory` of a job (``n_params``: the model's parameters, if known)."""
-    return estimate_memory(job.plan, job.dim, job.tiling.batch_size, n_params, len(job.card.bands), job.stride)

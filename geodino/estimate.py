@@ -29,10 +29,13 @@ import numpy as np
 import torch
 
 from geodino.device import resolve_device
+from geodino.errors import InputError
 from geodino.features import FeatureExtractor, feature_card
 from geodino.job import BandChoice, Job, Tiling, prepare_job
 from geodino.models import build_model, get_spec
+from geodino.models.specs import WeightsSpec
 from geodino.reader import SceneReader
+from geodino.tiling import TilePlan
 
 #: Bytes compressed once to measure the writer's rate (:func:`write_rate`).
 RATE_SAMPLE_BYTES = 8 * 2**20
@@ -131,3 +134,45 @@ def estimate_lines(est: dict[str, object]) -> list[tuple[str, str]]:
 
 
 __all__ = ["estimate_lines", "model_seconds_per_tile", "read_seconds_per_tile", "time_estimate", "write_rate"]
+
+
+def check_memory(estimate: dict[str, int], what: str) -> None:
+    """Refuse a job whose :func:`estimate_memory` exceeds the memory available now."""
+    import psutil
+
+    need, free = sum(estimate.values()), psutil.virtual_memory().available
+    if need > free:
+        parts = ", ".join(f"{k} {v / 2**30:.1f} GiB" for k, v in estimate.items())
+        raise InputError(
+            f"{what} needs about {need / 2**30:.1f} GiB ({parts}) but {free / 2**30:.1f} GiB are available: "
+            "use a smaller --tile or --batch-size"
+        )
+
+
+def n_params(spec: WeightsSpec) -> int:
+    """Parameters of a weights spec's backbone (counted on the meta device: nothing allocated)."""
+    from geodino.models.vit import DinoVisionTransformer
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in DinoVisionTransformer(spec.arch).parameters())
+
+
+def estimate_memory(
+    plan: TilePlan, dim: int, batch_size: int, n_params: int, in_bands: int = 3, stride: int | None = None
+) -> dict[str, int]:
+    """Rough peak bytes of a job, by part (independent of the scene's height). ``dim``: channels stitched at
+    ``stride`` pixels (default the patch: features; 1 for prediction rasters)."""
+    s = stride or plan.patch
+    t, cols = plan.tile // s, plan.grid_shape[1] * plan.patch // s
+    tokens = plan.tile_cells**2
+    return {
+        "stitch buffer": (t * (cols + t) * (dim + 1)) * 8,
+        "tiles read ahead": max(8, 2 * batch_size) * in_bands * plan.tile**2 * 5,
+        "model weights": n_params * 4,
+        "activations": batch_size * tokens * dim * 4 * 12,
+    }
+
+
+def job_memory(job: Job, n_params: int = 0) -> dict[str, int]:
+    """:func:`estimate_memory` of a job (``n_params``: the model's parameters, if known)."""
+    return estimate_memory(job.plan, job.dim, job.tiling.batch_size, n_params, len(job.card.bands), job.stride)

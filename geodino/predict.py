@@ -177,14 +177,14 @@ def _predict(
         record = job.record(predictor, content, product=product, units=predictor.units, resolution=resolution,
                             tiles_skipped_empty=skipped, seconds_before_finish=stages.record())  # fmt: skip
         meta = record.as_dict()
-        t0 = time.perf_counter()
         extra: dict[str, Path] = {}
         if prob is not None:
             prob.finish({**meta, "product": "class_probabilities", "units": "probability"}, [f"p_{n}" for n in names])
             extra["probabilities"] = outs.path("probabilities")
         colours = predictor.colours() if isinstance(predictor, LandCoverPredictor) else None
         main.finish(meta, ["class"] if classes else ["canopy_height_m"], colormap=colours, resolution=resolution)
-        stages.finish, stages.write = time.perf_counter() - t0, main.busy + (prob.busy if prob is not None else 0.0)
+        stages.write = main.busy + (prob.busy if prob is not None else 0.0)
+        stages.end()
     except BaseException:
         main.abort()
         if prob is not None:

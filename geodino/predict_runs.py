@@ -15,8 +15,8 @@ from typing import Any, cast
 
 from geodino.contract import CONTRACT_KEY, gsd_note, map_inputs
 from geodino.device import check_precision, resolve_device
-from geodino.engine import check_memory, job_memory
 from geodino.errors import InputError
+from geodino.estimate import check_memory, job_memory
 from geodino.features import FeatureExtractor, check_layers, feature_card, parse_layers
 from geodino.job import BandChoice, Outputs, Tiling, prepare_job
 from geodino.labels import Labels, load_labels

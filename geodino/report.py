@@ -32,9 +32,8 @@ from geodino.adapter import STATS_SIDE, BandAdapter, decimated_read, prepare
 from geodino.bands import Band, with_family
 from geodino.detect import Detection, detect, example, family_of
 from geodino.device import resolve_device
-from geodino.engine import estimate_memory, n_params
 from geodino.errors import InputError
-from geodino.estimate import estimate_lines, time_estimate
+from geodino.estimate import estimate_lines, estimate_memory, n_params, time_estimate
 from geodino.job import BandChoice, Tiling
 from geodino.models import WeightsSpec, get_spec
 from geodino.scene import Scene, open_scene

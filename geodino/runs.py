@@ -16,18 +16,9 @@ from geodino.blocks import ModelRef
 from geodino.cluster import ZarrResult, check_request, encode_to_zarr
 from geodino.contract import gsd_note, map_inputs
 from geodino.device import check_precision, resolve_device
-from geodino.engine import (
-    EncodeOptions,
-    EncodeResult,
-    Progress,
-    check_memory,
-    check_options,
-    encode_scene,
-    encode_targets,
-    job_memory,
-    n_params,
-)
+from geodino.engine import EncodeOptions, EncodeResult, Progress, check_options, encode_scene, encode_targets
 from geodino.errors import InputError, WeightsError
+from geodino.estimate import check_memory, job_memory, n_params
 from geodino.features import FeatureExtractor, check_layers, feature_card, parse_layers
 from geodino.job import BandChoice, Job, Outputs, prepare_job
 from geodino.models import build_model, get_spec

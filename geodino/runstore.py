@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -120,15 +121,83 @@ class ZarrRun:
 
 def write_block(run_folder: str, block: Block, data: np.ndarray, dtype: str) -> None:
     """Write ``data`` ``(D, rows, cols)`` into the block's region of the store, then mark the block done."""
-    import zarr
+    with BlockRows(run_folder, block, dtype, workers=0) as rows:
+        rows.add(0, data)
 
-    folder = Path(run_folder)
-    arr = zarr.open_array(store=str(folder / "features.zarr" / "features"), mode="r+")
-    arr[:, block.row0 : block.row1, block.col0 : block.col1] = data.astype(dtype)
-    marker = folder / "done" / block.key
-    tmp = marker.with_name(f".{block.key}.{os.getpid()}")
-    tmp.write_text("")
-    os.replace(tmp, marker)
+
+class BlockRows:
+    """A block's rows written into the store as they finish: staged into the store's chunk rows, each full chunk
+    row compressed and written by ``workers`` threads (0: here) while the block goes on; :meth:`finish` (end of
+    ``with``) writes the rest, waits, and marks the block done. An exception inside ``with`` leaves no marker."""
+
+    def __init__(self, run_folder: str, block: Block, dtype: str, workers: int = 2) -> None:
+        import zarr
+
+        self.folder, self.block, self.dtype = Path(run_folder), block, np.dtype(dtype)
+        # every chunk written as it is (no scan for all-NaN chunks: seal_store records any chunk not written)
+        self.array = zarr.open_array(store=str(self.folder / "features.zarr" / "features"), mode="r+", config={"write_empty_chunks": True})
+        self.rows = int(self.array.chunks[1])  # block starts are multiples of it (chunk rows divide the block side)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geodino-chunks") if workers else None
+        self._futures: list[Future[None]] = []
+        self._staged: np.ndarray | None = None
+        self._start = 0  # block row of the staged chunk row's first row
+        self._filled = 0
+
+    def add(self, row: int, data: np.ndarray) -> None:
+        """Rows ``[row, row + r)`` of the block (counted from its first row), ``data`` ``(D, r, cols)``, in order."""
+        d, r, cols = data.shape
+        done = 0
+        while done < r:
+            if self._staged is None:
+                self._staged, self._start, self._filled = np.empty((d, self.rows, cols), self.dtype), row + done, 0
+            k = min(r - done, self.rows - self._filled)
+            self._staged[:, self._filled : self._filled + k] = data[:, done : done + k]
+            self._filled += k
+            done += k
+            if self._filled == self.rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        staged, n, start, self._staged = self._staged, self._filled, self._start, None
+        if staged is None or not n:
+            return
+        if self._pool is None:
+            self._write(start, staged[:, :n])
+        else:
+            for f in [f for f in self._futures if f.done()]:
+                f.result()  # a write error stops the block here
+            self._futures = [f for f in self._futures if not f.done()]
+            self._futures.append(self._pool.submit(self._write, start, staged[:, :n]))
+
+    def _write(self, start: int, data: np.ndarray) -> None:
+        b = self.block
+        self.array[:, b.row0 + start : b.row0 + start + data.shape[1], b.col0 : b.col1] = data
+
+    def finish(self) -> None:
+        self._flush()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            for f in self._futures:
+                f.result()
+        marker = self.folder / "done" / self.block.key
+        tmp = marker.with_name(f".{self.block.key}.{os.getpid()}")
+        tmp.write_text("")
+        os.replace(tmp, marker)
+
+    def __enter__(self) -> BlockRows:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.finish()
+        elif self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def chunk_rows(chunk: int) -> int:
+    """Rows of a store's chunks for blocks of ``chunk`` cells: 32 (a short chunk row is written as soon as it is
+    final) when it divides the block side, else the block side."""
+    return 32 if chunk % 32 == 0 else chunk
 
 
 def _create_store(store: Path, geobox: GeoBox, names: Sequence[str], dtype: str, chunk: int, attrs: dict[str, object]) -> None:
@@ -137,5 +206,5 @@ def _create_store(store: Path, geobox: GeoBox, names: Sequence[str], dtype: str,
 
     h, w = geobox.shape.yx
     d = len(names)
-    data = da.full((d, h, w), np.nan, dtype=dtype, chunks=(min(d, FEATURE_CHUNK), chunk, chunk))
+    data = da.full((d, h, w), np.nan, dtype=dtype, chunks=(min(d, FEATURE_CHUNK), chunk_rows(chunk), chunk))
     feature_dataset(data, geobox, names, attrs).to_zarr(store, mode="w", compute=False, consolidated=True, zarr_format=2)

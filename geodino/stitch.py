@@ -112,7 +112,7 @@ class Stitcher:
         (ra, rb), (ca, cb) = (runs(single_r) or [(0, 0)])[0], (runs(single_c) or [(0, 0)])[0]
         if rb > ra and cb > ca:  # seen by this tile only: its value (NaN where invalid)
             piece = v[:, ra:rb, ca:cb] if all_valid else torch.where(cv[ra:rb, ca:cb], v[:, ra:rb, ca:cb], float("nan"))
-            self._out[:, r + ra : r + rb, c + ca : c + cb] = piece + 0.0  # + 0.0: -0.0 becomes 0.0, as in the blend
+            torch.add(piece, 0.0, out=self._out[:, r + ra : r + rb, c + ca : c + cb])  # + 0.0: -0.0 becomes 0.0, as in the blend
             blend = [(0, ra, 0, t), (rb, t, 0, t), (ra, rb, 0, ca), (ra, rb, cb, t)]
         else:
             blend = [(0, t, 0, t)]

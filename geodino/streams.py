@@ -85,7 +85,7 @@ class ZarrFeatureStream:
         chunks = (min(dim, ZARR_CHUNK[0]), ZARR_CHUNK[1], ZARR_CHUNK[2])
         data = da.full((dim, h, w), np.nan, dtype=dtype, chunks=chunks)
         feature_dataset(data, geobox, self.band_names, {}).to_zarr(dest, mode="w", compute=False, consolidated=True, zarr_format=2)
-        self.array = zarr.open_array(store=str(dest / "features"), mode="r+")
+        self.array = zarr.open_array(store=str(dest / "features"), mode="r+", config={"write_empty_chunks": True})
         self.dtype = np.dtype(dtype)
         workers = stream_workers()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geodino-zarr")

@@ -47,7 +47,7 @@ Projection = Callable[[np.ndarray], np.ndarray]
 BLOCK = 128
 NODATA_CLASS = 255
 #: Row blocks waiting for the writer thread, at most (then the stitcher waits: back-pressure, not buffering).
-WRITE_AHEAD = 2
+WRITE_AHEAD = 1
 
 
 def overview_factors(height: int, width: int, block: int = BLOCK) -> list[int]:

@@ -10,8 +10,8 @@ from rich.measure import Measurement
 from rich.table import Column, Table
 
 from geodino.cli.app import app, console, guard
-from geodino.engine import n_params
 from geodino.errors import InputError
+from geodino.estimate import n_params
 from geodino.models import build_model, download, get_spec, list_models, save_checkpoint
 from geodino.outputs import OutputSet
 
