@@ -17,8 +17,8 @@ import torch
 
 from geodino.tiling import Tile, TilePlan
 
-#: ``sink(row0, block)``: ``block`` ``(rows, cols, D)`` float32, NaN where no valid input reached (a view of a
-#: band-major ``(D, rows, cols)`` array: ``block.transpose(2, 0, 1)`` is contiguous).
+#: ``sink(row0, block)``: ``block`` ``(rows, cols, D)`` float32, NaN where no valid input reached: a view of the
+#: stitcher's band-major ``(D, rows, cols)`` buffer, valid only during the call (a sink that keeps it copies it).
 Sink = Callable[[int, np.ndarray], None]
 
 
@@ -139,7 +139,7 @@ class Stitcher:
             for a, b in runs(~multi):  # rows of this tile row only: blended where two tile columns overlap
                 if len(self._col_multi):
                     self._out[:, a:b, self._col_multi] = self._blend(slice(a, b), self._col_multi)
-            block = self._out[:, :n, :cols].to("cpu", memory_format=torch.contiguous_format, copy=True)
+            block = self._out[:, :n, :cols].cpu()  # on the CPU: a view of the buffer, read by the sink before it changes
             self.sink(self.origin[0] + self._base, block.numpy().transpose(1, 2, 0))
             self.rows_written += n
             keep = self._acc.shape[1] - n

@@ -101,7 +101,8 @@ class FeatureWriter:
         self._error: BaseException | None = None
         self.busy = 0.0  # seconds the writer thread spent writing
         self._thread = threading.Thread(target=self._drain, name="geodino-writer", daemon=True)
-        self._thread.start()
+        if self._stream is None:  # a stream stages rows in the caller's thread and compresses them in its own pool
+            self._thread.start()
 
     def _drain(self) -> None:
         """The writer thread: write queued row blocks in order until ``None``; keep the first error for the caller."""
@@ -133,16 +134,19 @@ class FeatureWriter:
         )  # fmt: skip
 
     def write_rows(self, row0: int, block: np.ndarray) -> None:
-        """Queue feature rows ``[row0, row0 + rows)`` for writing; ``block`` ``(rows, cols, D)`` float32 is not copied,
-        so the caller must not change it afterwards. A write error of an earlier block is raised here."""
+        """Write feature rows ``[row0, row0 + rows)``, ``block`` ``(rows, cols, D)`` float32 (only read during the call:
+        a stream stages it at once, the temporary GeoTIFF's writer thread gets a copy). A write error of an earlier
+        block is raised here."""
         if self._error is not None:
             raise self._error
-        self._queue.put((row0, block))
+        if self._stream is not None:  # staged here (a copy into the block row); compression runs in the stream's pool
+            t0 = time.perf_counter()
+            self._stream.push(block.transpose(2, 0, 1))  # band-major (D, rows, cols), as the stitcher holds it
+            self.busy += time.perf_counter() - t0
+            return
+        self._queue.put((row0, np.array(block)))  # np.array keeps the memory order: a band-major copy stays band-major
 
     def _write_now(self, row0: int, block: np.ndarray) -> None:
-        if self._stream is not None:
-            self._stream.push(np.ascontiguousarray(block.transpose(2, 0, 1)))  # a view of band-major rows: no copy
-            return
         assert self._rows is not None
         rows, cols, _ = block.shape
         block = self._round(block)
