@@ -62,10 +62,14 @@ class BandAdapter:
 
     def to_unit(self, raw: np.ndarray) -> np.ndarray:
         """``(C, H, W)`` DNs of the selected bands -> float32 in [0, 1]."""
-        x = raw.astype(np.float32, copy=False) * np.float32(self.scale) + np.float32(self.offset)
+        x = raw.astype(np.float32)  # a new array: the steps below work in place (the same float32 operations, in order)
+        x *= np.float32(self.scale)
+        x += np.float32(self.offset)
         lo = np.asarray(self.lo, np.float32)[:, None, None]
         span = np.maximum(np.asarray(self.hi, np.float32)[:, None, None] - lo, np.float32(1e-12))
-        return np.clip((x - lo) / span, 0.0, 1.0)
+        x -= lo
+        x /= span
+        return np.clip(x, 0.0, 1.0, out=x)
 
     def valid(self, raw: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """``(H, W)`` bool: pixels finite in every selected band, not nodata in all of them, and not masked."""

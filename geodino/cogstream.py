@@ -75,7 +75,7 @@ class CogStream:
         done = 0
         while done < r:
             if self._staged[level] is None:
-                self._staged[level] = np.full((d, self.block_rows, w), np.nan, np.float32)
+                self._staged[level] = np.empty((d, self.block_rows, w), np.float32)  # only filled rows are compressed
                 self._filled[level] = 0
             staged = self._staged[level]
             assert staged is not None

@@ -84,7 +84,9 @@ class SceneReader:
         r0, c0 = max(row_off, 0), max(col_off, 0)
         r1, c1 = min(row_off + height, sh), min(col_off + width, sw)
         fill = self.adapter.nodata if self.adapter.nodata is not None and not np.isnan(self.adapter.nodata) else 0
-        raw = np.full((len(self.adapter.indexes), height, width), fill, dtype=self.scene.dtype)
+        inside = r0 == row_off and c0 == col_off and r1 == row_off + height and c1 == col_off + width
+        shape = (len(self.adapter.indexes), height, width)
+        raw = np.empty(shape, self.scene.dtype) if inside else np.full(shape, fill, dtype=self.scene.dtype)  # the read fills it
         valid = np.zeros((height, width), bool)
         if r1 <= r0 or c1 <= c0:
             return raw, valid
@@ -108,7 +110,8 @@ class SceneReader:
         """The tile's pixels through the adapter (scene-fixed stretch), invalid pixels set to 0."""
         raw, valid = self.read_raw(*tile.px_window)
         x = self.adapter.to_unit(raw) if valid.any() else np.zeros(raw.shape, np.float32)
-        x[:, ~valid] = 0.0
+        if not valid.all():
+            x[:, ~valid] = 0.0
         return TileData(tile, x, valid)
 
     def close(self) -> None:
