@@ -51,9 +51,12 @@ def measure(size: int, workdir: Path) -> float:
 
 def child(scene: str, out: str, tile: int, overlap: int) -> None:
     """Encode ``scene`` to ``out`` and print ``{"peak_kib", "before_kib", "seconds", ...}`` as JSON on stdout."""
+    from geodino.device import limit_malloc_arenas
     from geodino.engine import EncodeOptions, encode_scene
     from geodino.features import FeatureExtractor
     from geodino.models import build_model
+
+    limit_malloc_arenas()  # as the CLI does
 
     extractor = FeatureExtractor(build_model(MODEL, "random"), device="cpu")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

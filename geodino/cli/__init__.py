@@ -2,10 +2,12 @@
 
 from geodino.cli import demo, encode, models, predict  # noqa: F401  (registers the commands)
 from geodino.cli.app import app
+from geodino.device import limit_malloc_arenas
 
 
 def main() -> None:
     """Entry point of the ``geodino`` console script and of ``python cli.py``."""
+    limit_malloc_arenas()  # a process of ours: before any thread starts
     app()
 
 
