@@ -43,6 +43,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/backbone_speed.py
 	$(BIN)/python bench/encode_speed.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/memory.py --model bench.standin:vitl --target 1.10
 	$(BIN)/python bench/canopy_speed.py
 	$(BIN)/python bench/scaleout_speed.py
 	$(BIN)/python bench/input_contract.py

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -34,11 +35,12 @@ def scene_path(size: int, workdir: Path) -> Path:
     return path
 
 
-def run_child(size: int, workdir: Path, tile: int = 512, overlap: int = 64) -> dict[str, float]:
+def run_child(size: int, workdir: Path, tile: int = 512, overlap: int = 64, model: str = MODEL) -> dict[str, float]:
     """Encode the ``size`` scene of ``workdir`` in a fresh interpreter; its JSON report (peaks in KiB)."""
     scene = scene_path(size, workdir)
-    cmd = [sys.executable, __file__, "--child", str(scene), str(Path(workdir) / f"features_{size}.tif")]
-    proc = subprocess.run([*cmd, "--tile", str(tile), "--overlap", str(overlap)], capture_output=True, text=True, check=False)
+    cmd = [sys.executable, __file__, "--child", str(scene), str(Path(workdir) / f"features_{size}.tif"), "--model", model]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # bench.standin:vitl from the checkout
+    proc = subprocess.run([*cmd, "--tile", str(tile), "--overlap", str(overlap)], capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"memory child for {size} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -49,7 +51,7 @@ def measure(size: int, workdir: Path) -> float:
     return run_child(size, workdir)["peak_kib"] / 1024
 
 
-def child(scene: str, out: str, tile: int, overlap: int) -> None:
+def child(scene: str, out: str, tile: int, overlap: int, model: str = MODEL) -> None:
     """Encode ``scene`` to ``out`` and print ``{"peak_kib", "before_kib", "seconds", ...}`` as JSON on stdout."""
     from geodino.device import limit_malloc_arenas
     from geodino.engine import EncodeOptions, encode_scene
@@ -58,7 +60,12 @@ def child(scene: str, out: str, tile: int, overlap: int) -> None:
 
     limit_malloc_arenas()  # as the CLI does
 
-    extractor = FeatureExtractor(build_model(MODEL, "random"), device="cpu")
+    if ":" in model:  # a model of one's own, e.g. bench.standin:vitl (ViT-L/16 output shapes, 1024 features)
+        from geodino.tilemodel import load_factory
+
+        extractor = load_factory(model)
+    else:
+        extractor = FeatureExtractor(build_model(model, "random"), device="cpu")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     res = encode_scene(scene, out, extractor, EncodeOptions(tile=tile, overlap=overlap, overwrite=True))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -73,10 +80,11 @@ def main() -> int:
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--overlap", type=int, default=64)
     ap.add_argument("--target", type=float, default=1.25)
+    ap.add_argument("--model", default=MODEL, help="a registered model (random weights) or module:factory, e.g. bench.standin:vitl")
     ap.add_argument("--child", nargs=2, metavar=("SCENE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(*args.child, args.tile, args.overlap)
+        child(*args.child, args.tile, args.overlap, args.model)
         return 0
 
     t_start = time.perf_counter()
@@ -88,9 +96,9 @@ def main() -> int:
         reports = {}
         for size in (args.small, args.large):
             t0 = time.perf_counter()
-            reports[size] = run_child(size, Path(tmp), args.tile, args.overlap)
+            reports[size] = run_child(size, Path(tmp), args.tile, args.overlap, args.model)
             reports[size]["wall"] = time.perf_counter() - t0
-    print(f"model {MODEL} (random, cpu)  tile {args.tile} overlap {args.overlap}  COG output  scenes generated in {t_gen:.1f} s")
+    print(f"model {args.model} (random, cpu)  tile {args.tile} overlap {args.overlap}  COG output  scenes generated in {t_gen:.1f} s")
     for size, r in reports.items():
         print(
             f"{size:>6} x {size:<6} tiles {r['tiles']:>4}  peak RSS {r['peak_kib'] / 1024:7.1f} MiB"

@@ -62,6 +62,11 @@ class CogLayout:
     factors: tuple[int, ...] = (2, 4)
     bigtiff: bool | None = None
     block_rows: int | None = None  # tile height (TIFF allows TileLength != TileWidth): default ``block``
+    halving: bool = False  # tiles of level k are ``block >> k`` wide (>= 16): a strip of ``block`` columns holds whole tiles
+
+    def tile_width(self, level: int) -> int:
+        """Tile width of ``level``."""
+        return max(16, self.block >> level) if self.halving else self.block
 
     @property
     def tile_rows(self) -> int:
@@ -94,7 +99,7 @@ class CogLayout:
     def tiles(self, level: int) -> tuple[int, int]:
         """``(rows, columns)`` of tiles of ``level``, per band."""
         h, w = self.shape(level)
-        return -(-h // self.tile_rows), -(-w // self.block)
+        return -(-h // self.tile_rows), -(-w // self.tile_width(level))
 
     def ntiles(self, level: int) -> int:
         """Tiles of ``level``, all bands."""
@@ -103,7 +108,7 @@ class CogLayout:
 
     def worst_bytes(self, level: int) -> int:
         """Largest size the tiles of ``level`` can take on disk (compressed, with leader and trailer)."""
-        return self.ntiles(level) * (compress_bound(self.tile_rows * self.block * self.itemsize) + 8)
+        return self.ntiles(level) * (compress_bound(self.tile_rows * self.tile_width(level) * self.itemsize) + 8)
 
     def worst_file_bytes(self, big: bool) -> int:
         """Upper bound of the whole file's size, classic TIFF or BigTIFF (``big``)."""
@@ -260,7 +265,7 @@ class CogFile:
             277: _short(n),
             284: _short(2 if n > 1 else 1),
             317: _short(3 if floating else 2),
-            322: _short(lay.block),
+            322: _short(lay.tile_width(level)),
             323: _short(lay.tile_rows),
             324: (
                 LONG8 if self.big else LONG,

@@ -63,6 +63,17 @@ class CogStream:
         self._filled = [0] * n  # its rows filled so far
         self._ty = [0] * n  # the open block row's index, per level
         self._carry: list[np.ndarray | None] = [None] * n  # an odd row waiting for its pair (feeds level + 1)
+        self._tx0 = 0  # the current strip's first tile column (the same at every level: see CogLayout.halving)
+
+    def strip(self, col0: int) -> None:
+        """Start the column strip at ``col0`` (a multiple of the layout's ``block``; with ``halving`` tiles every level
+        holds whole tiles of it): the previous strip's last rows are flushed, rows start again at the top."""
+        if col0 % self.layout.block or (col0 and not self.layout.halving):
+            raise ValueError(f"a strip starts on a tile column of every level: {col0} is not one")
+        self._finish_levels()
+        n = self.layout.levels
+        self._staged, self._filled, self._ty, self._carry = [None] * n, [0] * n, [0] * n, [None] * n
+        self._tx0 = col0 // self.layout.block
 
     @property
     def block_rows(self) -> int:
@@ -120,8 +131,9 @@ class CogStream:
         try:
             if self.np_dtype != np.float32:
                 block = block.astype(self.np_dtype)
-            pred = predicted_tiles(block, self.layout.block, self.block_rows).numpy()
-            self.cog.write_tiles(level, ty, [(b0 + band, tx, payload) for band, tx, payload in compress_tiles(pred)])
+            pred = predicted_tiles(block, self.layout.tile_width(level), self.block_rows).numpy()
+            tiles = [(b0 + band, self._tx0 + tx, payload) for band, tx, payload in compress_tiles(pred)]
+            self.cog.write_tiles(level, ty, tiles)
         finally:
             self._slots.release()
 
@@ -132,6 +144,12 @@ class CogStream:
 
     def close(self) -> None:
         """Flush the last rows of every level (an odd last row makes an overview row of its own), wait for the pool."""
+        self._finish_levels()
+        self._pool.shutdown(wait=True)
+        self._check()
+
+    def _finish_levels(self) -> None:
+        """Submit the open block rows and odd carried rows of every level (the end of a strip)."""
         for level in range(self.layout.levels):
             carry = self._carry[level]
             if carry is not None:
@@ -139,8 +157,6 @@ class CogStream:
                 self.push(halve(carry), level + 1)
             if self._staged[level] is not None and self._filled[level]:
                 self._submit(level)
-        self._pool.shutdown(wait=True)
-        self._check()
 
     def abort(self) -> None:
         """Stop: drop queued work and wait for the running tasks (the caller removes the file)."""

@@ -53,3 +53,21 @@ def limit_malloc_arenas(n: int = 2) -> bool:
         return bool(libc is not None and libc.mallopt(M_ARENA_MAX, n))
     except (OSError, AttributeError):
         return False
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def trim_free_memory() -> None:
+    """Hand memory freed since the last call back to the system (glibc's ``malloc_trim``; no-op without glibc): row
+    blocks of a long run would otherwise stay resident in the allocator's free lists."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)

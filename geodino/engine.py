@@ -19,6 +19,7 @@ import rasterio
 import torch
 
 from geodino.adapter import BandAdapter
+from geodino.device import trim_free_memory
 from geodino.errors import GeodinoError, InputError
 from geodino.features import FeatureExtractor
 from geodino.job import BandChoice, Job, Tiling, as_job
@@ -200,7 +201,8 @@ def _encode(job: Job, outs: OutputSet, model: TileModel, options: EncodeOptions,
                 tokens.add(d.tile, cls.cpu().numpy(), storage.cpu().numpy())
 
         stages = Stages()
-        model_seconds, skipped = stitch_job(job, model, writer.write_rows, progress, on_tile, stages)
+        width = writer.strip_width if tokens is None and job.scale == 1 else None  # (tokens: once per tile)
+        model_seconds, skipped = stitch_strips(job, model, writer, width, progress, on_tile, stages)
         pca = fit_pca(sampler.sample(), options.pca) if sampler is not None and options.pca else None
         record = job.record(model, content_of(model, pca), tiles_skipped_empty=skipped, pca=pca.record() if pca else None,
                             dtype=options.dtype, nodata="nan", seconds_before_finish=stages.record())  # fmt: skip
@@ -249,6 +251,34 @@ def stitch_job(
             on_tile(d, out.cpu().permute(1, 2, 0).numpy(), cv.cpu().numpy(), cls, storage)
 
     return stream_tiles(job, model, add, stitcher.finish_row, progress, stages)
+
+
+def stitch_strips(
+    job: Job, model: TileModel, writer: FeatureWriter, width: int | None, progress: Progress | None, on_tile: TileSink | None,
+    stages: Stages,
+) -> tuple[float, int]:  # fmt: skip
+    """:func:`stitch_job` in column strips of ``width`` cells (None or a narrower grid: one), left to right, each the
+    sub-job of the tiles touching it (values equal to the whole run's; tiles on a strip's edge run twice): the row
+    of tiles held, and so memory, no longer grows with the scene's width. Returns ``(model seconds, empty tiles)``."""
+    cols = job.grid_shape[1]
+    if width is None or cols <= width:
+        return stitch_job(job, model, writer.write_rows, progress, on_tile, stages)
+    strips = [(c0, min(c0 + width, cols)) for c0 in range(0, cols, width)]
+    subs = [sub_job(job, 0, job.grid_shape[0], c0, c1) for c0, c1 in strips]
+    total, base, model_seconds, skipped = sum(len(s.plan) for s in subs), 0, 0.0, 0
+    for (c0, c1), sub in zip(strips, subs, strict=True):
+        first = sub.plan.cell_bounds[2]  # the sub-plan's rows start at its first tile's column
+
+        def sink(row0: int, block: np.ndarray, c0: int = c0, c1: int = c1, first: int = first) -> None:
+            writer.write_rows(row0, block[:, c0 - first : c1 - first], c0)
+
+        def step(done: int, _: int, base: int = base) -> None:
+            if progress is not None:
+                progress(base + done, total)
+
+        m, k = stitch_job(sub, model, sink, step, on_tile, stages)
+        model_seconds, skipped, base = model_seconds + m, skipped + k, base + len(sub.plan)
+    return model_seconds, skipped
 
 
 def batch_of(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -311,6 +341,7 @@ def stream_tiles(
                 on_tile(d, out, cv, cls_i, storage_i)
             if d.tile.col == last_col:
                 on_row_done()
+                trim_free_memory()  # the finished rows' blocks, freed: back to the system (flat memory)
             done += 1
             if progress:
                 progress(done, len(plan))

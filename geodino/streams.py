@@ -25,9 +25,11 @@ from geodino.tiling import grid_crs
 from geodino.zarrstore import feature_dataset, seal_store, zarr_attrs
 
 #: Tile width and height of streamed COGs, and the Zarr chunks' height and width: a short block row, so little
-#: is left to compress after the last rows (a block row is compressed once all its rows are final).
+#: is left to compress after the last rows (a block row is compressed once all its rows are final). ``BLOCK``
+#: is also the width of the column strips a wide scene is run in (whole tiles at every level: tiles of level k
+#: are ``BLOCK >> k`` wide), so memory does not grow with the scene's width either.
 BLOCK, BLOCK_ROWS = 256, 32
-ZARR_CHUNK = (256, BLOCK_ROWS, 256)  # bands, rows, columns
+ZARR_BANDS = 256  # bands per Zarr chunk (chunks: ZARR_BANDS x BLOCK_ROWS x BLOCK)
 #: Bytes kept free beside a streamed COG's IFDs for the run's record, known only at the end.
 TAG_SPARE = 1 << 20
 
@@ -38,7 +40,7 @@ def stream_workers() -> int:
 
 
 class FeatureStream(Protocol):
-    def push(self, rows: np.ndarray) -> None: ...
+    def push(self, rows: np.ndarray, col0: int = 0) -> None: ...  # rows of the strip starting at column col0
 
     def finish(self, metadata: dict[str, object], tags: dict[str, str], band_names: Sequence[str]) -> None: ...
 
@@ -52,15 +54,19 @@ class CogFeatureStream:
     def __init__(self, dest: Path, geobox: GeoBox, dim: int, dtype: str, factors: Sequence[int], band_names: Sequence[str]) -> None:
         h, w = geobox.shape.yx
         self.geobox, self.dim, self.dtype = geobox, dim, dtype
-        self.layout = CogLayout(h, w, dim, dtype, block=BLOCK, block_rows=BLOCK_ROWS, factors=tuple(factors))
+        self.layout = CogLayout(h, w, dim, dtype, block=BLOCK, block_rows=BLOCK_ROWS, factors=tuple(factors), halving=True)
         self.cog = CogFile(dest, self.layout, self._tags(band_names, {}), spare=TAG_SPARE)
         self.stream = CogStream(self.cog, self.layout, stream_workers())
+        self._col0 = 0
 
     def _tags(self, band_names: Sequence[str], tags: dict[str, str]) -> dict[int, tuple[int, int, bytes]]:
         crs = grid_crs(self.geobox).to_wkt()
         return template_tags(crs, self.geobox.affine, self.dim, self.dtype, float("nan"), list(band_names), tags)
 
-    def push(self, rows: np.ndarray) -> None:
+    def push(self, rows: np.ndarray, col0: int = 0) -> None:
+        if col0 != self._col0:  # the next column strip
+            self.stream.strip(col0)
+            self._col0 = col0
         self.stream.push(rows)
 
     def finish(self, metadata: dict[str, object], tags: dict[str, str], band_names: Sequence[str]) -> None:
@@ -74,7 +80,7 @@ class CogFeatureStream:
 
 class ZarrFeatureStream:
     """A Zarr store at ``dest`` (the layout of :func:`~geodino.zarrstore.feature_dataset`, chunks
-    :data:`ZARR_CHUNK`) whose chunks are compressed and written by a pool during the run."""
+    :data:`ZARR_BANDS` x :data:`BLOCK_ROWS` x :data:`BLOCK`) whose chunks are compressed and written by a pool during the run."""
 
     def __init__(self, dest: Path, geobox: GeoBox, dim: int, dtype: str, band_names: Sequence[str]) -> None:
         import dask.array as da
@@ -82,7 +88,7 @@ class ZarrFeatureStream:
 
         self.dest, self.geobox, self.band_names = dest, geobox, list(band_names)
         h, w = geobox.shape.yx
-        chunks = (min(dim, ZARR_CHUNK[0]), ZARR_CHUNK[1], ZARR_CHUNK[2])
+        chunks = (min(dim, ZARR_BANDS), BLOCK_ROWS, BLOCK)
         data = da.full((dim, h, w), np.nan, dtype=dtype, chunks=chunks)
         feature_dataset(data, geobox, self.band_names, {}).to_zarr(dest, mode="w", compute=False, consolidated=True, zarr_format=2)
         self.array = zarr.open_array(store=str(dest / "features"), mode="r+", config={"write_empty_chunks": True})
@@ -94,8 +100,13 @@ class ZarrFeatureStream:
         self._staged: np.ndarray | None = None
         self._filled = 0
         self._row0 = 0
+        self._col0 = 0
 
-    def push(self, rows: np.ndarray) -> None:
+    def push(self, rows: np.ndarray, col0: int = 0) -> None:
+        if col0 != self._col0:  # the next column strip: its rows start at the top again
+            if self._staged is not None and self._filled:
+                self._submit()
+            self._staged, self._row0, self._col0 = None, 0, col0
         d, r, w = rows.shape
         done = 0
         while done < r:
@@ -109,18 +120,18 @@ class ZarrFeatureStream:
                 self._submit()
 
     def _submit(self) -> None:
-        staged, n, row0 = self._staged, self._filled, self._row0
+        staged, n, row0, col0 = self._staged, self._filled, self._row0, self._col0
         assert staged is not None
         self._staged, self._row0 = None, row0 + n
         step = self.array.chunks[0]
         for b0 in range(0, staged.shape[0], step):  # one task per chunk row of a band range
             self._slots.acquire()
             self._check()
-            self._futures.append(self._pool.submit(self._write, b0, row0, staged[b0 : b0 + step, :n]))
+            self._futures.append(self._pool.submit(self._write, b0, row0, col0, staged[b0 : b0 + step, :n]))
 
-    def _write(self, b0: int, row0: int, block: np.ndarray) -> None:
+    def _write(self, b0: int, row0: int, col0: int, block: np.ndarray) -> None:
         try:
-            self.array[b0 : b0 + block.shape[0], row0 : row0 + block.shape[1], :] = block
+            self.array[b0 : b0 + block.shape[0], row0 : row0 + block.shape[1], col0 : col0 + block.shape[2]] = block
         finally:
             self._slots.release()
 

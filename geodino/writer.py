@@ -96,6 +96,10 @@ class FeatureWriter:
         # ``stream``: the band names of features written during the run (no temporary, no pass after the run)
         factors = overview_factors(*geobox.shape.yx, STREAM_BLOCK)  # GDAL's AUTO rule for the streamed tiles' width
         self._stream = open_stream(self.out, geobox, dim, fmt, dtype, factors, stream) if stream else None
+        # a stream takes column strips of STREAM_BLOCK cells when every level's tiles (STREAM_BLOCK >> level wide, >= 16)
+        # fit whole in a strip
+        whole = fmt == "zarr" or STREAM_BLOCK >> len(factors) >= 16
+        self.strip_width = STREAM_BLOCK if self._stream is not None and whole else None
         self._rows = self._open_rows(self.tmp_rows, dim) if self._stream is None else None
         self._queue: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=WRITE_AHEAD)
         self._error: BaseException | None = None
@@ -133,17 +137,20 @@ class FeatureWriter:
             interleave="band", BIGTIFF="IF_SAFER",
         )  # fmt: skip
 
-    def write_rows(self, row0: int, block: np.ndarray) -> None:
+    def write_rows(self, row0: int, block: np.ndarray, col0: int = 0) -> None:
         """Write feature rows ``[row0, row0 + rows)``, ``block`` ``(rows, cols, D)`` float32 (only read during the call:
-        a stream stages it at once, the temporary GeoTIFF's writer thread gets a copy). A write error of an earlier
-        block is raised here."""
+        a stream stages it at once, the temporary GeoTIFF's writer thread gets a copy); ``col0``: a stream's column
+        strip (the rows of a strip come top to bottom, strips left to right). A write error of an earlier block is
+        raised here."""
         if self._error is not None:
             raise self._error
         if self._stream is not None:  # staged here (a copy into the block row); compression runs in the stream's pool
             t0 = time.perf_counter()
-            self._stream.push(block.transpose(2, 0, 1))  # band-major (D, rows, cols), as the stitcher holds it
+            self._stream.push(block.transpose(2, 0, 1), col0)  # band-major (D, rows, cols), as the stitcher holds it
             self.busy += time.perf_counter() - t0
             return
+        if col0:
+            raise ValueError("column strips are written by streams only")
         self._queue.put((row0, np.array(block)))  # np.array keeps the memory order: a band-major copy stays band-major
 
     def _write_now(self, row0: int, block: np.ndarray) -> None:

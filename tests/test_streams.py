@@ -96,3 +96,35 @@ def test_a_failed_stream_leaves_nothing(tmp_path: Path) -> None:
         assert dest.exists()
         writer.abort()
         assert not dest.exists() and list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["cog", "zarr"])
+def test_a_wide_scene_runs_in_column_strips_with_the_values_of_one_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    import geodino.streams
+    import geodino.writer
+    from geodino.adapter import make_adapter
+    from geodino.scene import open_scene
+    from tests.scenes import expected_probe
+
+    monkeypatch.setattr(geodino.streams, "BLOCK", 32)  # strips of 32 cells (tiles 32 wide, 16 in the overview)
+    monkeypatch.setattr(geodino.writer, "STREAM_BLOCK", 32)
+    raw = coordinate_raster(600, 1000)  # 38 x 63 cells: two strips (32 and 31 cells), one overview level
+    src = write_raster(tmp_path / "wide.tif", raw)
+    seen: list[tuple[int, int]] = []
+    out = tmp_path / f"f.{fmt}"
+    res = encode_scene(src, out, PatchProbe(), EncodeOptions(tile=128, overlap=32, fmt=fmt), progress=lambda d, n: seen.append((d, n)))
+    expected = expected_probe(make_adapter(open_scene(src)).to_unit(raw))
+    if fmt == "cog":
+        assert cog_validate(str(out))[0]
+        with rasterio.open(out) as ds:
+            got = ds.read()
+            assert ds.block_shapes[0] == (32, 32) and ds.overviews(1) == [2]
+            with rasterio.open(out, OVERVIEW_LEVEL=0) as ov:
+                assert ov.block_shapes[0] == (32, 16)
+                assert np.allclose(ov.read(), nanmean2(expected), rtol=1e-6, atol=1e-7)  # overviews across strip edges
+    else:
+        got = xr.open_zarr(out).features.values
+    assert np.array_equal(got, expected)  # exact, as in one pass over the whole width
+    total = seen[-1][1]
+    assert total > res.tiles and seen[-1][0] == total  # the tiles on strip edges ran twice; progress counts them all
+    assert [d for d, _ in seen] == list(range(1, total + 1))
