@@ -218,7 +218,7 @@ def _regex(p: str) -> bool:
 def _parse(path: Path) -> SensorPreset:
     """Read and validate one preset file; every problem found is reported in one :class:`InputError` line."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml's when built with it
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"sensor preset {path} is not valid: {' '.join(str(exc).split())}") from None
     errors = _problems(raw)
