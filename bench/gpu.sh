@@ -10,7 +10,7 @@
 #
 # .whl/ (git-ignored through .git/info/exclude: "/.whl/") holds cp312 manylinux x86_64 wheels of what geodino's
 # encode path imports and the machine's image lacks (KINDS.md's package list): rasterio, its cligj and
-# click-plugins, affine, odc-geo, its cachetools, pyproj, shapely, kornia, kornia_rs, rioxarray; about 52.5 MiB.
+# click-plugins, affine, odc-geo, its cachetools, pyproj, shapely, kornia, kornia_rs, rioxarray, zstandard; about 58 MiB.
 # Already there: torch, numpy, xarray, typer, rich, click, attrs, certifi, pyparsing, pyyaml, psutil, safetensors.
 # Left out (not needed for `encode --format cog`, and over the 64 MiB the working tree may weigh): dask, distributed,
 # zarr, numcodecs, geopandas, pystac. Rebuild it, from the repository's root, on a machine where pip reaches PyPI:
@@ -20,8 +20,8 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
 #     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
 #     rasterio==1.4.4 affine==3.0.1 cligj==0.7.2 click-plugins==1.1.1.2 odc-geo==0.5.3 cachetools==8.0.2 \
-#     pyproj==3.7.2 shapely==2.2.0 kornia==0.9.0 kornia_rs==0.2.0 rioxarray==0.19.0
-#   du -sh .whl   # 53M; one version of each package (two stop the whole install)
+#     pyproj==3.7.2 shapely==2.2.0 kornia==0.9.0 kornia_rs==0.2.0 rioxarray==0.19.0 zstandard==0.25.0
+#   du -sh .whl   # 58M; one version of each package (two stop the whole install)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 3
 OUT=${OUT:-/tmp/gpu_bench_out}

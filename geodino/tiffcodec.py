@@ -10,16 +10,17 @@ a GPU included); the compression runs on the CPU and releases the GIL, so band r
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Executor
 
-import numcodecs  # type: ignore[import-untyped]
 import numpy as np
 import torch
+import zstandard
 
 #: (band, tx, compressed payload) of one tile of a block row.
 Tile = tuple[int, int, bytes]
 
-_ZSTD = numcodecs.Zstd(level=1)
+_LOCAL = threading.local()  # one zstd context per thread (a context is not thread-safe; reusing one is cheap)
 _FLOATS = (torch.float32, torch.float16)
 
 
@@ -62,8 +63,12 @@ def unpredict(pred: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
 
 
 def compress(buf: bytes | bytearray | memoryview | np.ndarray) -> bytes:
-    """ZSTD level 1 frame of ``buf`` (numcodecs; releases the GIL)."""
-    return bytes(_ZSTD.encode(buf))
+    """ZSTD level 1 frame of ``buf`` (python-zstandard with this thread's reused context: 1.5x numcodecs' speed on
+    32 KB tiles, where a fresh context per call dominated; releases the GIL)."""
+    c = getattr(_LOCAL, "zstd", None)
+    if c is None:
+        c = _LOCAL.zstd = zstandard.ZstdCompressor(level=1)
+    return c.compress(np.ascontiguousarray(buf).data if isinstance(buf, np.ndarray) else buf)  # .data: a memoryview
 
 
 def compress_bound(nbytes: int) -> int:
