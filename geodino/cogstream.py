@@ -124,15 +124,16 @@ class CogStream:
         for b0 in range(0, block.shape[0], BANDS_PER_TASK):
             self._slots.acquire()
             self._futures = [f for f in self._futures if not f.done() or f.exception() is not None]
-            self._futures.append(self._pool.submit(self._encode, level, ty, b0, block[b0 : b0 + BANDS_PER_TASK]))
+            task = (level, ty, self._tx0, b0, block[b0 : b0 + BANDS_PER_TASK])  # the strip's tile column now, not when run
+            self._futures.append(self._pool.submit(self._encode, *task))
 
-    def _encode(self, level: int, ty: int, b0: int, block: np.ndarray) -> None:
+    def _encode(self, level: int, ty: int, tx0: int, b0: int, block: np.ndarray) -> None:
         """Predict, compress and write the tiles of bands ``b0 ..`` of block row ``ty`` of ``level``."""
         try:
             if self.np_dtype != np.float32:
                 block = block.astype(self.np_dtype)
-            pred = predicted_tiles(block, self.layout.tile_width(level), self.block_rows).numpy()
-            tiles = [(b0 + band, self._tx0 + tx, payload) for band, tx, payload in compress_tiles(pred)]
+            pred = np.asarray(predicted_tiles(block, self.layout.tile_width(level), self.block_rows))  # numpy in: numpy out
+            tiles = [(b0 + band, tx0 + tx, payload) for band, tx, payload in compress_tiles(pred)]
             self.cog.write_tiles(level, ty, tiles)
         finally:
             self._slots.release()

@@ -50,6 +50,25 @@ def _predict_rows(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def predict_rows(x: np.ndarray) -> np.ndarray:
+    """:func:`predict` of every row of ``x (..., w)`` in numpy (the last axis contiguous): what the compression
+    threads run (numpy is single-threaded there, where torch's intra-op threads would compete with the pool)."""
+    if x.dtype == np.uint8:
+        b = x
+    elif x.dtype in (np.float32, np.float16):
+        if x.strides[-1] != x.itemsize:
+            x = np.ascontiguousarray(x)
+        n = x.itemsize
+        u = x.view(np.uint8).reshape(*x.shape, n)[..., ::-1]  # most significant byte first (little-endian memory)
+        b = np.ascontiguousarray(np.moveaxis(u, -1, -2)).reshape(*x.shape[:-1], x.shape[-1] * n)
+    else:
+        raise TypeError(f"predict: unsupported dtype {x.dtype} (float32, float16 or uint8)")
+    out = np.empty(b.shape, np.uint8)
+    out[..., 0] = b[..., 0]
+    np.subtract(b[..., 1:], b[..., :-1], out=out[..., 1:])  # uint8 arithmetic wraps around
+    return out
+
+
 def unpredict(pred: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
     """Inverse of :func:`predict`: uint8 ``(N, h, w * itemsize)`` -> ``dtype`` ``(N, h, w)``."""
     dt = np.dtype(dtype)
@@ -82,18 +101,24 @@ def pad_value(dtype: torch.dtype) -> float:
     return 255.0 if dtype == torch.uint8 else float("nan")
 
 
-def predicted_tiles(block: torch.Tensor | np.ndarray, block_size: int = 128, block_rows: int | None = None) -> torch.Tensor:
+def predicted_tiles(block: torch.Tensor | np.ndarray, block_size: int = 128, block_rows: int | None = None) -> torch.Tensor | np.ndarray:
     """A block row ``(count, bh, width)`` (bh <= ``block_rows``, default ``block_size``) padded to whole tiles of
-    ``block_rows x block_size``, cut and predicted: uint8 ``(count, ntx, block_rows, block_size * itemsize)``, on
-    the block's device."""
+    ``block_rows x block_size``, cut and predicted: uint8 ``(count, ntx, block_rows, block_size * itemsize)``, a
+    tensor on the block's device for a tensor, an array (numpy, single-threaded) for an array."""
     rows = block_rows or block_size
-    t = torch.from_numpy(np.ascontiguousarray(block)) if isinstance(block, np.ndarray) else block
-    if t.dim() != 3:
-        raise ValueError(f"block row must be (count, rows, width), got shape {tuple(t.shape)}")
-    count, bh, width = t.shape
+    if block.ndim != 3:
+        raise ValueError(f"block row must be (count, rows, width), got shape {tuple(block.shape)}")
+    count, bh, width = block.shape
     if bh > rows or bh < 1 or width < 1:
         raise ValueError(f"block row of {bh} rows x {width} columns does not fit {rows}-row tiles")
     ntx = -(-width // block_size)
+    if isinstance(block, np.ndarray):
+        a = block
+        if bh != rows or width != ntx * block_size:
+            a = np.full((count, rows, ntx * block_size), 255 if a.dtype == np.uint8 else np.nan, a.dtype)
+            a[:, :bh, :width] = block
+        return predict_rows(a.reshape(count, rows, ntx, block_size).transpose(0, 2, 1, 3))
+    t = block
     if bh != rows or width != ntx * block_size:
         full = torch.full((count, rows, ntx * block_size), pad_value(t.dtype), dtype=t.dtype, device=t.device)
         full[:, :bh, :width] = t
@@ -113,7 +138,8 @@ def encode_block_row(
 ) -> list[Tile]:
     """Compressed tiles of one block row ``(count, bh, width)``: ``[(band, tx, payload)]`` in band, tx order.
     With ``executor``, bands go to it in ranges of ``bands_per_task`` (ZSTD releases the GIL)."""
-    pred = predicted_tiles(block, block_size).cpu().numpy()
+    got = predicted_tiles(block, block_size)
+    pred = got.cpu().numpy() if isinstance(got, torch.Tensor) else got
     count = pred.shape[0]
     ranges = [(b0, min(b0 + bands_per_task, count)) for b0 in range(0, count, max(1, bands_per_task))]
     if executor is None or len(ranges) == 1:

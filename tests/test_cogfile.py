@@ -363,3 +363,17 @@ def test_overview_region_overflow_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="overflows"), CogFile(path, layout, tags) as cog:
         cog.write(1, 0, 0, 0, b"x" * (layout.worst_bytes(1) - 7))  # one byte past the worst case with leader and trailer
     assert not path.exists()
+
+
+def test_the_numpy_predictor_equals_the_torch_one() -> None:
+    from geodino.tiffcodec import predicted_tiles
+
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float16, np.uint8):
+        block = (rng.standard_normal((3, 20, 70)) * 50).astype(dtype)
+        if dtype != np.uint8:
+            block[0, 0, :5] = [np.nan, np.inf, -np.inf, -0.0, 1e-42 if dtype == np.float32 else 6e-8]
+        want = predicted_tiles(torch.from_numpy(block), 32, 32).numpy()
+        got = predicted_tiles(block, 32, 32)
+        assert isinstance(got, np.ndarray) and got.shape == want.shape == (3, 3, 32, 32 * np.dtype(dtype).itemsize)
+        assert np.array_equal(got, want)
