@@ -1,10 +1,12 @@
-"""Feature rasters on disk: streamed to a temporary GeoTIFF, finished as a COG or Zarr, moved into place.
+"""Rasters on disk: written during the run (features: a stream) or through a temporary GeoTIFF, moved into place.
 
-Rows arrive from the stitcher in order and go to a tiled temporary GeoTIFF beside the output through
-a writer thread (a bounded queue of :data:`WRITE_AHEAD` row blocks: the model and the blending go on
-while GDAL writes; memory does not grow with the scene). :meth:`FeatureWriter.finish` optionally projects to
-PCA components and writes the final format at ``dest``, a temporary of the run's
-:class:`~geodino.outputs.OutputSet`, which moves it into place with the run's other outputs;
+Rows arrive from the stitcher in order. Features without a projection go to a stream
+(:mod:`geodino.streams`): staged in the caller's thread, compressed by the stream's pool into the final COG
+or Zarr as they come, finished when the last rows are. Everything else (PCA projections, prediction
+rasters with colour tables or ``--resolution``) goes to a tiled temporary GeoTIFF beside the output
+through a writer thread (a bounded queue of :data:`WRITE_AHEAD` row blocks), and :meth:`FeatureWriter.finish`
+projects and writes the final format with GDAL. Either way the result is at ``dest``, a temporary of the
+run's :class:`~geodino.outputs.OutputSet`, which moves it into place with the run's other outputs;
 :meth:`FeatureWriter.abort` (or any exception inside ``with``) removes everything written. Nodata is
 NaN. Every output carries the run's metadata (tags / attrs).
 """
