@@ -20,7 +20,7 @@ from geodino.cogfile import CogFile, CogLayout
 from geodino.tiffcodec import compress_tiles, predicted_tiles
 
 #: Compression tasks queued or running at once, at most, per worker thread.
-IN_FLIGHT = 3
+IN_FLIGHT = 1
 #: Bands per compression task.
 BANDS_PER_TASK = 64
 
