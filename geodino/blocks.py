@@ -21,7 +21,7 @@ import numpy as np
 import rasterio
 import torch
 
-from geodino.engine import content_of, stitch_job, sub_job
+from geodino.engine import content_of, region_sink, stitch_job, sub_job
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor
 from geodino.job import Job
@@ -195,18 +195,14 @@ def run_block(
     k = scale or job.scale
     r0, r1, c0, c1 = BlockPlan(job.plan, 1, k).grid_cells(block)
     sub = sub_job(job, r0, r1, c0, c1)
-    col0 = sub.plan.cell_bounds[2] * k
     buf = np.full((job.dim, *block.shape) if on_rows is None else (0, 0, 0), np.nan, np.float32)
 
-    def sink(row: int, rows: np.ndarray) -> None:  # keep the block's own cells of the finished rows
-        lo, hi = max(row, block.row0), min(row + rows.shape[0], block.row1)
-        if lo < hi:
-            part = rows[lo - row : hi - row, block.col0 - col0 : block.col1 - col0].transpose(2, 0, 1)
-            if on_rows is not None:
-                on_rows(lo - block.row0, part)
-            else:
-                buf[:, lo - block.row0 : hi - block.row0] = part
+    def keep(row: int, part: np.ndarray) -> None:  # the block's own cells of the finished rows
+        if on_rows is not None:
+            on_rows(row - block.row0, part.transpose(2, 0, 1))
+        else:
+            buf[:, row - block.row0 : row - block.row0 + part.shape[0]] = part.transpose(2, 0, 1)
 
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        stitch_job(sub, net, sink)
+        stitch_job(sub, net, region_sink(sub, (block.row0, block.row1), (block.col0, block.col1), keep, k))
     return buf

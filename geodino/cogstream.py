@@ -11,12 +11,12 @@ after the last rows: no pass over the raster after the run. Block rows in flight
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import functools
 
 import numpy as np
 
 from geodino.cogfile import CogFile, CogLayout
+from geodino.rowblocks import RowBlocks, TaskPool
 from geodino.tiffcodec import compress_tiles, predicted_tiles
 
 #: Compression tasks queued or running at once, at most, per worker thread.
@@ -48,22 +48,21 @@ def halve(rows: np.ndarray) -> np.ndarray:
 class CogStream:
     """Feeds a :class:`~geodino.cogfile.CogFile` with ``layout``'s levels from rows pushed in order.
 
-    ``dtype`` of the file: float32, float16 (values rounded to the nearest half float) or uint8 (class rasters;
-    no overviews are made from them here). ``workers``: compression threads.
+    ``dtype`` of the file: float32 or float16 (values rounded to the nearest half float). ``workers``:
+    compression threads.
     """
 
     def __init__(self, cog: CogFile, layout: CogLayout, workers: int) -> None:
         self.cog, self.layout = cog, layout
         self.np_dtype = np.dtype(layout.dtype)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geodino-compress")
-        self._slots = threading.BoundedSemaphore(IN_FLIGHT * max(1, workers))
-        self._futures: list[Future[None]] = []
-        n = layout.levels
-        self._staged: list[np.ndarray | None] = [None] * n  # the open block row of each level
-        self._filled = [0] * n  # its rows filled so far
-        self._ty = [0] * n  # the open block row's index, per level
-        self._carry: list[np.ndarray | None] = [None] * n  # an odd row waiting for its pair (feeds level + 1)
+        self._tasks = TaskPool(max(1, workers), IN_FLIGHT * max(1, workers), "geodino-compress")
         self._tx0 = 0  # the current strip's first tile column (the same at every level: see CogLayout.halving)
+        self._start_strip()
+
+    def _start_strip(self) -> None:
+        n = self.layout.levels
+        self._blocks = [RowBlocks(self.layout.tile_rows, functools.partial(self._submit, level)) for level in range(n)]
+        self._carry: list[np.ndarray | None] = [None] * n  # an odd row waiting for its pair (feeds level + 1)
 
     def strip(self, col0: int) -> None:
         """Start the column strip at ``col0`` (a multiple of the layout's ``block``; with ``halving`` tiles every level
@@ -71,31 +70,12 @@ class CogStream:
         if col0 % self.layout.block or (col0 and not self.layout.halving):
             raise ValueError(f"a strip starts on a tile column of every level: {col0} is not one")
         self._finish_levels()
-        n = self.layout.levels
-        self._staged, self._filled, self._ty, self._carry = [None] * n, [0] * n, [0] * n, [None] * n
         self._tx0 = col0 // self.layout.block
-
-    @property
-    def block_rows(self) -> int:
-        return self.layout.tile_rows
+        self._start_strip()
 
     def push(self, rows: np.ndarray, level: int = 0) -> None:
-        """Add the next rows ``(D, r, W_level)`` of ``level`` (float32; band-major)."""
-        self._check()
-        d, r, w = rows.shape
-        done = 0
-        while done < r:
-            if self._staged[level] is None:
-                self._staged[level] = np.empty((d, self.block_rows, w), np.float32)  # only filled rows are compressed
-                self._filled[level] = 0
-            staged = self._staged[level]
-            assert staged is not None
-            k = min(r - done, self.block_rows - self._filled[level])
-            staged[:, self._filled[level] : self._filled[level] + k] = rows[:, done : done + k]
-            self._filled[level] += k
-            done += k
-            if self._filled[level] == self.block_rows:
-                self._submit(level)
+        """Add the next rows ``(D, r, W_level)`` of ``level`` (float32; band-major; read only during the call)."""
+        self._blocks[level].add(rows)
         if level + 1 < self.layout.levels:
             self._down(rows, level)
 
@@ -111,43 +91,24 @@ class CogStream:
         if rows.shape[1]:
             self.push(halve(rows), level + 1)
 
-    def _submit(self, level: int) -> None:
-        """Compress the open block row of ``level`` in the pool, :data:`BANDS_PER_TASK` bands a task (waits while
+    def _submit(self, level: int, start: int, block: np.ndarray) -> None:
+        """Compress a block row of ``level`` in the pool, :data:`BANDS_PER_TASK` bands a task (waits while
         :data:`IN_FLIGHT` tasks per worker are queued: back-pressure)."""
-        staged, self._staged[level] = self._staged[level], None
-        assert staged is not None
-        ty = self._ty[level]
-        self._ty[level] += 1
-        h, _ = self.layout.shape(level)
-        valid = min(self.block_rows, h - ty * self.block_rows)
-        block = staged[:, :valid]
-        for b0 in range(0, block.shape[0], BANDS_PER_TASK):
-            self._slots.acquire()
-            self._futures = [f for f in self._futures if not f.done() or f.exception() is not None]
-            task = (level, ty, self._tx0, b0, block[b0 : b0 + BANDS_PER_TASK])  # the strip's tile column now, not when run
-            self._futures.append(self._pool.submit(self._encode, *task))
+        ty = start // self.layout.tile_rows
+        for b0 in range(0, block.shape[0], BANDS_PER_TASK):  # the strip's tile column as it is now, not when run
+            self._tasks.submit(self._encode, level, ty, self._tx0, b0, block[b0 : b0 + BANDS_PER_TASK])
 
     def _encode(self, level: int, ty: int, tx0: int, b0: int, block: np.ndarray) -> None:
         """Predict, compress and write the tiles of bands ``b0 ..`` of block row ``ty`` of ``level``."""
-        try:
-            if self.np_dtype != np.float32:
-                block = block.astype(self.np_dtype)
-            pred = np.asarray(predicted_tiles(block, self.layout.tile_width(level), self.block_rows))  # numpy in: numpy out
-            tiles = [(b0 + band, tx0 + tx, payload) for band, tx, payload in compress_tiles(pred)]
-            self.cog.write_tiles(level, ty, tiles)
-        finally:
-            self._slots.release()
-
-    def _check(self) -> None:
-        for f in self._futures:
-            if f.done() and f.exception() is not None:
-                raise f.exception()  # type: ignore[misc]
+        if self.np_dtype != np.float32:
+            block = block.astype(self.np_dtype)
+        pred = np.asarray(predicted_tiles(block, self.layout.tile_width(level), self.layout.tile_rows))  # numpy in: numpy out
+        self.cog.write_tiles(level, ty, [(b0 + band, tx0 + tx, payload) for band, tx, payload in compress_tiles(pred)])
 
     def close(self) -> None:
         """Flush the last rows of every level (an odd last row makes an overview row of its own), wait for the pool."""
         self._finish_levels()
-        self._pool.shutdown(wait=True)
-        self._check()
+        self._tasks.close()
 
     def _finish_levels(self) -> None:
         """Submit the open block rows and odd carried rows of every level (the end of a strip)."""
@@ -156,9 +117,8 @@ class CogStream:
             if carry is not None:
                 self._carry[level] = None
                 self.push(halve(carry), level + 1)
-            if self._staged[level] is not None and self._filled[level]:
-                self._submit(level)
+            self._blocks[level].flush()
 
     def abort(self) -> None:
         """Stop: drop queued work and wait for the running tasks (the caller removes the file)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._tasks.abort()

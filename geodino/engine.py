@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ import torch
 from geodino.adapter import BandAdapter
 from geodino.device import trim_free_memory
 from geodino.errors import GeodinoError, InputError
+from geodino.estimate import Stages
 from geodino.features import FeatureExtractor
 from geodino.job import BandChoice, Job, Tiling, as_job
 from geodino.outputs import OutputSet, check_targets, own_outputs
@@ -88,38 +90,6 @@ class RunResult:
 
 
 EncodeResult = RunResult  # features (encode_scene)
-
-
-@dataclass
-class Stages:
-    """Seconds per stage of a streamed run: the main thread waiting for tiles (``read``: reads run ahead in
-    threads), in the model, blending and handing rows to the writer (``blend``, back-pressure included); the writer
-    thread's busy time (``write``, overlapping the rest); and ``finish``: from the end of the last tile's model
-    call to the end of the run (the last rows blended, the last block rows compressed, the file closed)."""
-
-    read: float = 0.0
-    model: float = 0.0
-    blend: float = 0.0
-    write: float = 0.0
-    finish: float = 0.0
-    last_tile: float = field(default=0.0, repr=False)  # perf_counter() when the last model call ended
-
-    def end(self) -> None:
-        """The run is done: ``finish`` is the time since the last tile."""
-        self.finish = time.perf_counter() - self.last_tile if self.last_tile else 0.0
-
-    @property
-    def bound(self) -> str:
-        """``model-bound`` when the model took most of the main thread's time, else ``I/O-bound``."""
-        return "model-bound" if self.model >= self.read + self.blend + self.finish else "I/O-bound"
-
-    def record(self) -> dict[str, object]:
-        return {k: round(v, 3) for k, v in vars(self).items() if k != "last_tile"} | {"bound": self.bound}
-
-    def line(self) -> str:
-        """``model 0.8 s, read wait 0.1 s, blend 0.7 s, writer 1.0 s, finish 1.5 s: I/O-bound``."""
-        return (f"model {self.model:.1f} s, read wait {self.read:.1f} s, blend {self.blend:.1f} s, writer {self.write:.1f} s, "
-                f"finish {self.finish:.1f} s: {self.bound}")  # fmt: skip
 
 
 def pca_names(k: int) -> list[str]:
@@ -253,6 +223,19 @@ def stitch_job(
     return stream_tiles(job, model, add, stitcher.finish_row, progress, stages)
 
 
+def region_sink(sub: Job, rows: tuple[int, int], cols: tuple[int, int], keep: Callable[[int, np.ndarray], None], scale: int = 1) -> Sink:
+    """A sink for :func:`stitch_job` over ``sub`` (a sub-job) that keeps the output cells ``[rows) x [cols)`` of each
+    finished row band: ``keep(row, part (r, cols, C))``, ``row`` in grid rows (``scale``: output cells per 16 px)."""
+    first = sub.plan.cell_bounds[2] * scale  # the sub-job's rows start at its first tile's column
+
+    def sink(row: int, block: np.ndarray) -> None:
+        lo, hi = max(row, rows[0]), min(row + block.shape[0], rows[1])
+        if lo < hi:
+            keep(lo, block[lo - row : hi - row, cols[0] - first : cols[1] - first])
+
+    return sink
+
+
 def stitch_strips(
     job: Job, model: TileModel, writer: FeatureWriter, width: int | None, progress: Progress | None, on_tile: TileSink | None,
     stages: Stages,
@@ -267,10 +250,7 @@ def stitch_strips(
     subs = [sub_job(job, 0, job.grid_shape[0], c0, c1) for c0, c1 in strips]
     total, base, model_seconds, skipped = sum(len(s.plan) for s in subs), 0, 0.0, 0
     for (c0, c1), sub in zip(strips, subs, strict=True):
-        first = sub.plan.cell_bounds[2]  # the sub-plan's rows start at its first tile's column
-
-        def sink(row0: int, block: np.ndarray, c0: int = c0, c1: int = c1, first: int = first) -> None:
-            writer.write_rows(row0, block[:, c0 - first : c1 - first], c0)
+        sink = region_sink(sub, (0, job.grid_shape[0]), (c0, c1), functools.partial(_write_strip, writer, c0))
 
         def step(done: int, _: int, base: int = base) -> None:
             if progress is not None:
@@ -279,6 +259,10 @@ def stitch_strips(
         m, k = stitch_job(sub, model, sink, step, on_tile, stages)
         model_seconds, skipped, base = model_seconds + m, skipped + k, base + len(sub.plan)
     return model_seconds, skipped
+
+
+def _write_strip(writer: FeatureWriter, col0: int, row: int, part: np.ndarray) -> None:
+    writer.write_rows(row, part, col0)
 
 
 def batch_of(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -176,3 +177,35 @@ def estimate_memory(
 def job_memory(job: Job, n_params: int = 0) -> dict[str, int]:
     """:func:`estimate_memory` of a job (``n_params``: the model's parameters, if known)."""
     return estimate_memory(job.plan, job.dim, job.tiling.batch_size, n_params, len(job.card.bands), job.stride)
+
+
+@dataclass
+class Stages:
+    """Seconds per stage of a streamed run: the main thread waiting for tiles (``read``: reads run ahead in
+    threads), in the model, blending and handing rows to the writer (``blend``, back-pressure included); the writer
+    thread's busy time (``write``, overlapping the rest); and ``finish``: from the end of the last tile's model
+    call to the end of the run (the last rows blended, the last block rows compressed, the file closed)."""
+
+    read: float = 0.0
+    model: float = 0.0
+    blend: float = 0.0
+    write: float = 0.0
+    finish: float = 0.0
+    last_tile: float = field(default=0.0, repr=False)  # perf_counter() when the last model call ended
+
+    def end(self) -> None:
+        """The run is done: ``finish`` is the time since the last tile."""
+        self.finish = time.perf_counter() - self.last_tile if self.last_tile else 0.0
+
+    @property
+    def bound(self) -> str:
+        """``model-bound`` when the model took most of the main thread's time, else ``I/O-bound``."""
+        return "model-bound" if self.model >= self.read + self.blend + self.finish else "I/O-bound"
+
+    def record(self) -> dict[str, object]:
+        return {k: round(v, 3) for k, v in vars(self).items() if k != "last_tile"} | {"bound": self.bound}
+
+    def line(self) -> str:
+        """``model 0.8 s, read wait 0.1 s, blend 0.7 s, writer 1.0 s, finish 1.5 s: I/O-bound``."""
+        return (f"model {self.model:.1f} s, read wait {self.read:.1f} s, blend {self.blend:.1f} s, writer {self.write:.1f} s, "
+                f"finish {self.finish:.1f} s: {self.bound}")  # fmt: skip

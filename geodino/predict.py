@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geodino.adapter import BandAdapter
-from geodino.engine import Progress, RunResult, Stages, stitch_job
+from geodino.engine import Progress, RunResult, stitch_job
 from geodino.errors import InputError
+from geodino.estimate import Stages
 from geodino.features import FeatureExtractor, Tokens, autocast, check_precision, resolve_device
 from geodino.job import BandChoice, Job, Tiling, as_job
 from geodino.outputs import OutputSet, own_outputs

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from odc.geo.geobox import GeoBox
 from geodino.blocks import Block
 from geodino.errors import InputError
 from geodino.outputs import run_folder
+from geodino.rowblocks import RowBlocks, TaskPool
 from geodino.zarrstore import feature_dataset, remove_partials, seal_store
 
 #: features per Zarr chunk (chunks stay <= 64 MiB of float32 at 256x256 cells, whatever the layers)
@@ -133,52 +133,24 @@ class BlockRows:
     def __init__(self, run_folder: str, block: Block, dtype: str, workers: int = 2) -> None:
         import zarr
 
-        self.folder, self.block, self.dtype = Path(run_folder), block, np.dtype(dtype)
+        self.folder, self.block = Path(run_folder), block
         # every chunk written as it is (no scan for all-NaN chunks: seal_store records any chunk not written)
         self.array = zarr.open_array(store=str(self.folder / "features.zarr" / "features"), mode="r+", config={"write_empty_chunks": True})
-        self.rows = int(self.array.chunks[1])  # block starts are multiples of it (chunk rows divide the block side)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geodino-chunks") if workers else None
-        self._futures: list[Future[None]] = []
-        self._staged: np.ndarray | None = None
-        self._start = 0  # block row of the staged chunk row's first row
-        self._filled = 0
+        self._tasks = TaskPool(workers, 2 * workers, "geodino-chunks")
+        # block starts are multiples of the chunk rows (they divide the block side)
+        self._blocks = RowBlocks(int(self.array.chunks[1]), lambda start, data: self._tasks.submit(self._write, start, data), dtype)
 
     def add(self, row: int, data: np.ndarray) -> None:
         """Rows ``[row, row + r)`` of the block (counted from its first row), ``data`` ``(D, r, cols)``, in order."""
-        d, r, cols = data.shape
-        done = 0
-        while done < r:
-            if self._staged is None:
-                self._staged, self._start, self._filled = np.empty((d, self.rows, cols), self.dtype), row + done, 0
-            k = min(r - done, self.rows - self._filled)
-            self._staged[:, self._filled : self._filled + k] = data[:, done : done + k]
-            self._filled += k
-            done += k
-            if self._filled == self.rows:
-                self._flush()
-
-    def _flush(self) -> None:
-        staged, n, start, self._staged = self._staged, self._filled, self._start, None
-        if staged is None or not n:
-            return
-        if self._pool is None:
-            self._write(start, staged[:, :n])
-        else:
-            for f in [f for f in self._futures if f.done()]:
-                f.result()  # a write error stops the block here
-            self._futures = [f for f in self._futures if not f.done()]
-            self._futures.append(self._pool.submit(self._write, start, staged[:, :n]))
+        self._blocks.add(data)
 
     def _write(self, start: int, data: np.ndarray) -> None:
         b = self.block
         self.array[:, b.row0 + start : b.row0 + start + data.shape[1], b.col0 : b.col1] = data
 
     def finish(self) -> None:
-        self._flush()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            for f in self._futures:
-                f.result()
+        self._blocks.flush()
+        self._tasks.close()
         marker = self.folder / "done" / self.block.key
         tmp = marker.with_name(f".{self.block.key}.{os.getpid()}")
         tmp.write_text("")
@@ -190,8 +162,8 @@ class BlockRows:
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is None:
             self.finish()
-        elif self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            self._tasks.abort()
 
 
 def chunk_rows(chunk: int) -> int:

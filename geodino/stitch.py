@@ -83,6 +83,9 @@ class Stitcher:
         self._row_cov = coverage(rows_o, t, 0, rows_o[-1] + t)
         self._col_single = coverage(cols_o, t, 0, cols + t) == 1
         self._col_multi = torch.from_numpy(np.flatnonzero(~self._col_single[:cols])).to(self.device)
+        # the rows and columns each tile has to itself, once per plan (not per tile)
+        self._own_rows = {o: (runs(self._row_cov[o : o + t] == 1) or [(0, 0)])[0] for o in rows_o}
+        self._own_cols = {o: (runs(self._col_single[o : o + t]) or [(0, 0)])[0] for o in cols_o}
         # the buffers span the current tile row's cells, and the last tile column's overhang; band-major, as the
         # model gives its outputs and the writer wants its rows (no transposes)
         self._out = torch.full((dim, t, cols + t), float("nan"), dtype=torch.float32, device=self.device)
@@ -107,9 +110,7 @@ class Stitcher:
         w = self.window if all_valid else self.window * cv
         if not all_valid:  # cells with no valid pixel carry no weight, and may hold anything (0/0 of padding)
             v = torch.where(cv, v, 0.0)
-        single_r = self._row_cov[top : top + t] == 1
-        single_c = self._col_single[c : c + t]
-        (ra, rb), (ca, cb) = (runs(single_r) or [(0, 0)])[0], (runs(single_c) or [(0, 0)])[0]
+        (ra, rb), (ca, cb) = self._own_rows[top], self._own_cols[c]
         if rb > ra and cb > ca:  # seen by this tile only: its value (NaN where invalid)
             piece = v[:, ra:rb, ca:cb] if all_valid else torch.where(cv[ra:rb, ca:cb], v[:, ra:rb, ca:cb], float("nan"))
             torch.add(piece, 0.0, out=self._out[:, r + ra : r + rb, c + ca : c + cb])  # + 0.0: -0.0 becomes 0.0, as in the blend

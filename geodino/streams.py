@@ -9,9 +9,7 @@ names) and leaves a finished COG or a sealed Zarr store; :meth:`abort` removes i
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +19,7 @@ from odc.geo.geobox import GeoBox
 from geodino.cogfile import CogFile, CogLayout, template_tags
 from geodino.cogstream import IN_FLIGHT, CogStream
 from geodino.outputs import remove_path
+from geodino.rowblocks import RowBlocks, TaskPool
 from geodino.tiling import grid_crs
 from geodino.zarrstore import feature_dataset, seal_store, zarr_attrs
 
@@ -94,60 +93,29 @@ class ZarrFeatureStream:
         self.array = zarr.open_array(store=str(dest / "features"), mode="r+", config={"write_empty_chunks": True})
         self.dtype = np.dtype(dtype)
         workers = stream_workers()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="geodino-zarr")
-        self._slots = threading.BoundedSemaphore(IN_FLIGHT * workers)
-        self._futures: list[Future[None]] = []
-        self._staged: np.ndarray | None = None
-        self._filled = 0
-        self._row0 = 0
+        self._tasks = TaskPool(workers, IN_FLIGHT * workers, "geodino-zarr")
         self._col0 = 0
+        self._blocks = RowBlocks(BLOCK_ROWS, self._submit, self.dtype)
 
     def push(self, rows: np.ndarray, col0: int = 0) -> None:
         if col0 != self._col0:  # the next column strip: its rows start at the top again
-            if self._staged is not None and self._filled:
-                self._submit()
-            self._staged, self._row0, self._col0 = None, 0, col0
-        d, r, w = rows.shape
-        done = 0
-        while done < r:
-            if self._staged is None:
-                self._staged, self._filled = np.empty((d, BLOCK_ROWS, w), self.dtype), 0
-            k = min(r - done, BLOCK_ROWS - self._filled)
-            self._staged[:, self._filled : self._filled + k] = rows[:, done : done + k]
-            self._filled += k
-            done += k
-            if self._filled == BLOCK_ROWS:
-                self._submit()
+            self._blocks.flush()
+            self._col0, self._blocks = col0, RowBlocks(BLOCK_ROWS, self._submit, self.dtype)
+        self._blocks.add(rows)
 
-    def _submit(self) -> None:
-        staged, n, row0, col0 = self._staged, self._filled, self._row0, self._col0
-        assert staged is not None
-        self._staged, self._row0 = None, row0 + n
+    def _submit(self, row0: int, block: np.ndarray) -> None:
         step = self.array.chunks[0]
-        for b0 in range(0, staged.shape[0], step):  # one task per chunk row of a band range
-            self._slots.acquire()
-            self._check()
-            self._futures.append(self._pool.submit(self._write, b0, row0, col0, staged[b0 : b0 + step, :n]))
+        for b0 in range(0, block.shape[0], step):  # one task per chunk row of a band range
+            self._tasks.submit(self._write, b0, row0, self._col0, block[b0 : b0 + step])
 
     def _write(self, b0: int, row0: int, col0: int, block: np.ndarray) -> None:
-        try:
-            self.array[b0 : b0 + block.shape[0], row0 : row0 + block.shape[1], col0 : col0 + block.shape[2]] = block
-        finally:
-            self._slots.release()
-
-    def _check(self) -> None:
-        self._futures = [f for f in self._futures if not f.done() or f.exception() is not None]
-        for f in self._futures:
-            if f.done() and f.exception() is not None:
-                raise f.exception()  # type: ignore[misc]
+        self.array[b0 : b0 + block.shape[0], row0 : row0 + block.shape[1], col0 : col0 + block.shape[2]] = block
 
     def finish(self, metadata: dict[str, object], tags: dict[str, str], band_names: Sequence[str]) -> None:
         import zarr
 
-        if self._staged is not None and self._filled:
-            self._submit()
-        self._pool.shutdown(wait=True)
-        self._check()
+        self._blocks.flush()
+        self._tasks.close()
         attrs: dict[str, Any] = zarr_attrs(metadata)
         group = zarr.open_group(str(self.dest), mode="r+", zarr_format=2)
         group.attrs.update(attrs)
@@ -157,7 +125,7 @@ class ZarrFeatureStream:
         seal_store(self.dest)
 
     def abort(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._tasks.abort()
         remove_path(self.dest)
 
 

@@ -19,7 +19,7 @@ from geodino.errors import GeodinoError, Interrupted, Terminated
 from geodino.outputs import COMMITTED
 
 if TYPE_CHECKING:
-    from geodino.engine import Stages
+    from geodino.estimate import Stages
 
 app = typer.Typer(
     name="geodino",
