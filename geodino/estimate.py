@@ -182,9 +182,10 @@ def job_memory(job: Job, n_params: int = 0) -> dict[str, int]:
 @dataclass
 class Stages:
     """Seconds per stage of a streamed run: the main thread waiting for tiles (``read``: reads run ahead in
-    threads), in the model, blending and handing rows to the writer (``blend``, back-pressure included); the writer
-    thread's busy time (``write``, overlapping the rest); and ``finish``: from the end of the last tile's model
-    call to the end of the run (the last rows blended, the last block rows compressed, the file closed)."""
+    threads), in the model, blending and handing rows to the writer (``blend``, back-pressure included); the writer's
+    busy time (``write``: staging rows for a stream's compression pool, or a temporary GeoTIFF's writer thread); and
+    ``finish``: from the end of the last tile's model call to the end of the run (the last rows blended, the last
+    block rows compressed, the file closed)."""
 
     read: float = 0.0
     model: float = 0.0

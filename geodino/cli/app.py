@@ -66,8 +66,9 @@ def print_stages(stages: Stages, seconds: float) -> None:
     model-bound or I/O-bound (``encode``, ``canopy-height``, ``land-cover``)."""
     for name, secs, what in (
         ("read", stages.read, "waiting for tiles (read ahead in threads)"), ("model", stages.model, "the model"),
-        ("blend", stages.blend, "blending, rows handed to the writer"), ("write", stages.write, "writer thread, overlapping"),
-        ("finish", stages.finish, "after the last tile: COG / Zarr"),
+        ("blend", stages.blend, "blending, rows handed to the writer"),
+        ("write", stages.write, "staging rows for the writer (compression overlaps)"),
+        ("finish", stages.finish, "after the last tile's model call"),
     ):  # fmt: skip
         console.print(f"{name:<7}{secs:8.2f} s  {what}", markup=False, highlight=False)
     console.print(f"total  {seconds:8.2f} s  {stages.bound}", markup=False, highlight=False)
