@@ -27,7 +27,7 @@ from geodino.features import FeatureExtractor
 from geodino.job import BandChoice, Job, Tiling, as_job
 from geodino.outputs import OutputSet, check_targets, own_outputs
 from geodino.pca import PCA, CellSampler, fit_pca
-from geodino.reader import SceneReader, TileData, cell_valid, prefetch
+from geodino.reader import SceneReader, TileData, prefetch
 from geodino.scene import Scene, open_scene
 from geodino.stitch import Sink, Stitcher
 from geodino.tilemodel import TileModel, patches_of
@@ -310,7 +310,7 @@ def stream_tiles(
             model_seconds += dt
             st.model += dt
             check_shape(patches, len(full), job.dim, t_out)
-            cells = batch_of([cell_valid(d.valid, stride) for d in full], patches.device)
+            cells = batch_of([d.cells(stride) for d in full], patches.device)
             check_finite(patches, cells, full)
             patches = patches.float()
             cls = res.cls if res.cls is not None else [None] * len(full)

@@ -10,7 +10,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -33,10 +33,17 @@ class TileData:
     tile: Tile
     x: np.ndarray
     valid: np.ndarray
+    empty: bool = field(init=False)  # no valid pixel (skipped): found where the tile is made, in a reader thread
+    full: bool = field(init=False)  # every pixel valid
 
-    @property
-    def empty(self) -> bool:
-        return not self.valid.any()
+    def __post_init__(self) -> None:
+        self.full = bool(self.valid.all())
+        self.empty = not self.full and not self.valid.any()
+
+    def cells(self, patch: int) -> np.ndarray:
+        """``(T/p, T/p)`` cell validity (:func:`cell_valid`)."""
+        n = self.valid.shape[0] // patch
+        return np.ones((n, self.valid.shape[1] // patch), bool) if self.full else cell_valid(self.valid, patch)
 
 
 def cell_valid(valid: np.ndarray, patch: int) -> np.ndarray:

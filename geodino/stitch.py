@@ -11,6 +11,7 @@ several tiles with equal values gets exactly that value; a cell seen by one tile
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -56,6 +57,10 @@ class Stitcher:
     or 1 (pixel grid, ``t = tile``; rows stop at the scene's last pixel row). Add tiles in the plan's
     row-major order (empty tiles may be skipped), then call :meth:`finish_row` after each tile row.
     ``device``: where the row of tiles is held and blended (the model's device); rows come back to the CPU.
+
+    Held, band-major (as the model gives its outputs and the writer wants its rows): the tile row's output
+    ``(D, t, W)`` float32, and float64 sums only where tiles overlap: ``(D, R, W)`` for the ``R`` rows shared
+    with the tile row above or below, ``(D, t, M)`` for the ``M`` columns shared by two tile columns.
     """
 
     def __init__(
@@ -74,26 +79,34 @@ class Stitcher:
         self.full_rows = full[0]
         self.grid_shape = (min(r1 * scale, full[0]) - r0 * scale, min(c1 * scale, full[1]) - c0 * scale)
         self.tile_out = t = plan.tile // stride
-        self.device = torch.device(device)
-        self.window = torch.from_numpy(blend_window(t, floor)).to(self.device)
+        self.device = dev = torch.device(device)
+        self.window = torch.from_numpy(blend_window(t, floor)).to(dev)
         cols = self.grid_shape[1]
-        # one tile per covered cell along each axis: those cells are copied, the others blended
         rows_o = [plan.row_origins[i] * scale - self.origin[0] for i in plan.tile_rows]
         cols_o = [plan.col_origins[j] * scale - self.origin[1] for j in plan.tile_cols]
-        self._row_cov = coverage(rows_o, t, 0, rows_o[-1] + t)
-        self._col_single = coverage(cols_o, t, 0, cols + t) == 1
-        self._col_multi = torch.from_numpy(np.flatnonzero(~self._col_single[:cols])).to(self.device)
-        # the rows and columns each tile has to itself, once per plan (not per tile)
-        self._own_rows = {o: (runs(self._row_cov[o : o + t] == 1) or [(0, 0)])[0] for o in rows_o}
-        self._own_cols = {o: (runs(self._col_single[o : o + t]) or [(0, 0)])[0] for o in cols_o}
-        # the buffers span the current tile row's cells, and the last tile column's overhang; band-major, as the
-        # model gives its outputs and the writer wants its rows (no transposes)
-        self._out = torch.full((dim, t, cols + t), float("nan"), dtype=torch.float32, device=self.device)
-        self._acc = torch.zeros((dim, t, cols + t), dtype=torch.float64, device=self.device)
-        self._wsum = torch.zeros((t, cols + t), dtype=torch.float64, device=self.device)
+        # once per plan (not per tile): which of a tile's rows and columns it has to itself, which it shares
+        row_cov = coverage(rows_o, t, 0, rows_o[-1] + t)
+        shared = {top: row_cov[top : top + t] > 1 for top in rows_o}  # the first ones: the rows the tile row above left
+        self._rows = {top: layout(s, np.cumsum(s) - 1) for top, s in shared.items()}
+        col_multi = coverage(cols_o, t, 0, cols) > 1  # the grid's columns only: the overhang is never written
+        slot = np.cumsum(col_multi) - 1  # a shared column's place in the column sums
+        self._col_runs = [(a, b, int(slot[a])) for a, b in runs(col_multi)]
+        self._cols = {c: layout(col_multi[c : c + t], slot[c : c + t]) for c in cols_o}
+        shared_rows = max(int(s.sum()) for s in shared.values())
+        self._out = torch.full((dim, t, cols), float("nan"), dtype=torch.float32, device=dev)
+        self._racc = torch.zeros((dim, shared_rows, cols), dtype=torch.float64, device=dev)
+        self._cacc = torch.zeros((dim, t, int(col_multi.sum())), dtype=torch.float64, device=dev)
+        self._wsum = torch.zeros((t, cols), dtype=torch.float64, device=dev)
+        self._prod = torch.empty(dim * t * t, dtype=torch.float64, device=dev)  # products of one piece of a tile
+        self._added: set[int] = set()  # tile columns added in the open tile row
         self._base = 0  # row of the buffer's first row, counted from ``origin``
         self._tile_row = plan.tile_rows.start
         self.rows_written = 0
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the buffers held for the open tile row (the same for every row, and any scene height)."""
+        return sum(b.nbytes for b in (self._out, self._racc, self._cacc, self._wsum, self._prod))
 
     def add(self, tile: Tile, out: torch.Tensor | np.ndarray, cell_valid: torch.Tensor | np.ndarray) -> None:
         """Blend one tile: ``out`` ``(D, t, t)`` tensor (best on the device) or ``(t, t, D)`` array, ``cell_valid``
@@ -102,56 +115,94 @@ class Stitcher:
             raise ValueError(f"tile row {tile.row} added while row {self._tile_row} is open: call finish_row first")
         v = torch.from_numpy(out).permute(2, 0, 1) if isinstance(out, np.ndarray) else out.to(self.device)
         cv = torch.as_tensor(cell_valid, device=self.device)
-        t = self.tile_out
         top = tile.cell_row * self.scale - self.origin[0]
-        r = top - self._base
         c = tile.cell_col * self.scale - self.origin[1]
         all_valid = bool(cv.all())
         w = self.window if all_valid else self.window * cv
         if not all_valid:  # cells with no valid pixel carry no weight, and may hold anything (0/0 of padding)
             v = torch.where(cv, v, 0.0)
-        (ra, rb), (ca, cb) = self._own_rows[top], self._own_cols[c]
-        if rb > ra and cb > ca:  # seen by this tile only: its value (NaN where invalid)
-            piece = v[:, ra:rb, ca:cb] if all_valid else torch.where(cv[ra:rb, ca:cb], v[:, ra:rb, ca:cb], float("nan"))
-            torch.add(piece, 0.0, out=self._out[:, r + ra : r + rb, c + ca : c + cb])  # + 0.0: -0.0 becomes 0.0, as in the blend
-            blend = [(0, ra, 0, t), (rb, t, 0, t), (ra, rb, 0, ca), (ra, rb, cb, t)]
-        else:
-            blend = [(0, t, 0, t)]
-        for i0, i1, j0, j1 in blend:
-            if i1 > i0 and j1 > j0:  # the same float64 products and sums as a whole-tile ``acc += out * w``
-                prod = v[:, i0:i1, j0:j1].double().mul_(w[i0:i1, j0:j1])  # two kernels: no fused multiply-add
-                self._acc[:, r + i0 : r + i1, c + j0 : c + j1] += prod
-                self._wsum[r + i0 : r + i1, c + j0 : c + j1] += w[i0:i1, j0:j1]
+        if top != self._base:
+            raise ValueError(f"tile {tile.row},{tile.col} starts at row {top}, the open tile row at {self._base}")
+        rows, cols = self._rows[top], self._cols[c]
+        self._added.add(c)
+        width = min(self.tile_out, self.grid_shape[1] - c)
+        for i0, i1, s in rows.slots:  # rows shared with another tile row: summed across the tile's width
+            self._sum(self._racc[:, s : s + i1 - i0, c : c + width], v, w, i0, i1, 0, width, c)
+        for i0, i1 in rows.own:
+            for j0, j1 in cols.own:  # seen by this tile only: its value (NaN where invalid)
+                piece = v[:, i0:i1, j0:j1] if all_valid else torch.where(cv[i0:i1, j0:j1], v[:, i0:i1, j0:j1], float("nan"))
+                torch.add(piece, 0.0, out=self._out[:, i0:i1, c + j0 : c + j1])  # + 0.0: -0.0 becomes 0.0, as in the blend
+            for j0, j1, p in cols.slots:  # columns shared with the next or previous tile column
+                self._sum(self._cacc[:, i0:i1, p : p + j1 - j0], v, w, i0, i1, j0, j1, c)
 
-    def _blend(self, rows: slice, cols: slice | torch.Tensor) -> torch.Tensor:
-        """Weighted means of the accumulated cells ``(D, rows, cols)`` float32, NaN where no weight."""
-        acc, wsum = self._acc[:, rows][:, :, cols], self._wsum[rows][:, cols]
-        return torch.where(wsum > 0, acc / wsum, float("nan")).float()
+    def _sum(self, acc: torch.Tensor, v: torch.Tensor, w: torch.Tensor, i0: int, i1: int, j0: int, j1: int, c: int) -> None:
+        """``acc += v * w`` over the tile's cells ``[i0, i1) x [j0, j1)``, in float64: the products and sums of the
+        previous whole-tile blend, in the same order (two kernels, so no fused multiply-add)."""
+        prod = self._prod[: v.shape[0] * (i1 - i0) * (j1 - j0)].view(v.shape[0], i1 - i0, j1 - j0)
+        torch.mul(v[:, i0:i1, j0:j1], w[i0:i1, j0:j1], out=prod)
+        acc += prod
+        self._wsum[i0:i1, c + j0 : c + j1] += w[i0:i1, j0:j1]
+
+    def _mean(self, acc: torch.Tensor, rows: slice, cols: slice) -> None:
+        """``_out[:, rows, cols]`` = the weighted means ``acc / wsum`` (``acc`` is used up), NaN where no weight."""
+        wsum = self._wsum[rows, cols]
+        out = self._out[:, rows, cols]
+        out.copy_(acc.div_(wsum))
+        empty = wsum == 0
+        if bool(empty.any()):
+            out[:, empty] = float("nan")
 
     def finish_row(self) -> None:
-        """Flush the rows no later tile touches and slide the buffer down to the next tile row."""
+        """Flush the rows no later tile touches and slide the shared rows down to the next tile row."""
         done = min(self.plan.rows_done_after(self._tile_row) * self.scale, self.full_rows) - self.origin[0]
         n = done - self._base
-        cols = self.grid_shape[1]
-        if n > 0:
-            multi = self._row_cov[self._base : done] > 1
-            for a, b in runs(multi):  # rows shared with the tile row above or below: blended across the width
-                self._out[:, a:b, :cols] = self._blend(slice(a, b), slice(0, cols))
-            for a, b in runs(~multi):  # rows of this tile row only: blended where two tile columns overlap
-                if len(self._col_multi):
-                    self._out[:, a:b, self._col_multi] = self._blend(slice(a, b), self._col_multi)
-            block = self._out[:, :n, :cols].cpu()  # on the CPU: a view of the buffer, read by the sink before it changes
+        rows = self._rows.get(self._base)
+        if n > 0 and rows is not None:
+            for i0, i1 in rows.own:
+                i1 = min(i1, n)
+                if i1 <= i0:
+                    continue
+                for c, cols in self._cols.items():  # the part of an empty tile (not added) that no other tile sees
+                    if c not in self._added:
+                        for j0, j1 in cols.own:
+                            self._out[:, i0:i1, c + j0 : c + j1] = float("nan")
+                for a, b, p in self._col_runs:
+                    self._mean(self._cacc[:, i0:i1, p : p + b - a], slice(i0, i1), slice(a, b))
+            for i0, i1, s in rows.slots:
+                if i0 < n:
+                    i1 = min(i1, n)
+                    self._mean(self._racc[:, s : s + i1 - i0], slice(i0, i1), slice(None))
+            block = self._out[:, :n].cpu()  # on the CPU: a view of the buffer, read by the sink before it changes
             self.sink(self.origin[0] + self._base, block.numpy().transpose(1, 2, 0))
             self.rows_written += n
-            keep = self._acc.shape[1] - n
-            for buf in (self._out, self._acc):
-                buf[:, :keep] = buf[:, n:].clone()
-                buf[:, keep:] = float("nan") if buf is self._out else 0.0
-            self._wsum[:keep] = self._wsum[n:].clone()
+            # rows shared with the next tile row (rows n ..): the last ``keep`` shared ones, moved to the first places
+            keep = sum(max(0, i1 - max(i0, n)) for i0, i1, _ in rows.slots)
+            used = sum(i1 - i0 for i0, i1, _ in rows.slots)
+            if keep:
+                self._racc[:, :keep] = self._racc[:, used - keep : used].clone()
+            self._racc[:, keep:] = 0.0
+            self._cacc.zero_()
+            self._wsum[:keep] = self._wsum[n : n + keep].clone()
             self._wsum[keep:] = 0.0
+        self._added.clear()
         self._base = done
         self._tile_row += 1
 
     @property
     def done(self) -> bool:
         return self.rows_written >= self.grid_shape[0]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A tile's cells along one axis: ``own`` runs ``[a, b)`` no other tile sees, ``slots`` runs ``(a, b, s)`` it
+    shares with others, summed at places ``s ..`` of the float64 sums."""
+
+    own: list[tuple[int, int]]
+    slots: list[tuple[int, int, int]]
+
+
+def layout(shared: np.ndarray, place: np.ndarray) -> Layout:
+    """The layout of a tile's cells along one axis: ``shared`` ``(n,)`` bool, true where another tile covers them
+    too; ``place`` ``(n,)`` where each shared cell is summed (consecutive along a run)."""
+    return Layout(runs(~shared), [(a, b, int(place[a])) for a, b in runs(shared)])
