@@ -48,6 +48,15 @@ def _align(n: int, to: int = 8) -> int:
     return -(-n // to) * to
 
 
+def overview_factors(height: int, width: int, block: int = 128) -> list[int]:
+    """Overview decimation factors 2, 4, ... until the smallest level fits in one block (GDAL's AUTO rule)."""
+    factors, f = [], 2
+    while max(height, width) / (f // 2) > block:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
 @dataclass(frozen=True)
 class CogLayout:
     """Shapes of a COG: level 0 ``(height, width)``, level i ``ceil(height / f_i), ceil(width / f_i)`` (GDAL's
@@ -62,21 +71,22 @@ class CogLayout:
     factors: tuple[int, ...] = (2, 4)
     bigtiff: bool | None = None
     block_rows: int | None = None  # tile height (TIFF allows TileLength != TileWidth): default ``block``
-    halving: bool = False  # tiles of level k are ``block >> k`` wide (>= 16): a strip of ``block`` columns holds whole tiles
+    halving: bool = False  # tiles of level k are ``block >> k`` wide and ``block_rows >> k`` high (>= 16): a strip of
+    # ``block`` columns holds whole tiles, and a level's staged block row is a quarter of the level below's
 
     def tile_width(self, level: int) -> int:
         """Tile width of ``level``."""
         return max(16, self.block >> level) if self.halving else self.block
 
-    @property
-    def tile_rows(self) -> int:
-        """Tile height in rows."""
-        return self.block_rows or self.block
+    def tile_rows(self, level: int = 0) -> int:
+        """Tile height of ``level`` in rows (with ``halving``: halved like the width, down to 16)."""
+        rows = self.block_rows or self.block
+        return max(16, rows >> level) if self.halving else rows
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
-        if min(self.height, self.width, self.count, self.block, self.tile_rows) < 1 or self.block % 16 or self.tile_rows % 16:
+        if min(self.height, self.width, self.count, self.block, self.tile_rows()) < 1 or self.block % 16 or self.tile_rows() % 16:
             raise ValueError(f"invalid layout {self.height}x{self.width}x{self.count}, block {self.block} (a multiple of 16)")
         if any(f < 2 for f in self.factors) or list(self.factors) != sorted(set(self.factors)):
             raise ValueError(f"overview factors {self.factors} must be increasing and >= 2")
@@ -99,7 +109,7 @@ class CogLayout:
     def tiles(self, level: int) -> tuple[int, int]:
         """``(rows, columns)`` of tiles of ``level``, per band."""
         h, w = self.shape(level)
-        return -(-h // self.tile_rows), -(-w // self.tile_width(level))
+        return -(-h // self.tile_rows(level)), -(-w // self.tile_width(level))
 
     def ntiles(self, level: int) -> int:
         """Tiles of ``level``, all bands."""
@@ -108,7 +118,7 @@ class CogLayout:
 
     def worst_bytes(self, level: int) -> int:
         """Largest size the tiles of ``level`` can take on disk (compressed, with leader and trailer)."""
-        return self.ntiles(level) * (compress_bound(self.tile_rows * self.tile_width(level) * self.itemsize) + 8)
+        return self.ntiles(level) * (compress_bound(self.tile_rows(level) * self.tile_width(level) * self.itemsize) + 8)
 
     def worst_file_bytes(self, big: bool) -> int:
         """Upper bound of the whole file's size, classic TIFF or BigTIFF (``big``)."""
@@ -266,7 +276,7 @@ class CogFile:
             284: _short(2 if n > 1 else 1),
             317: _short(3 if floating else 2),
             322: _short(lay.tile_width(level)),
-            323: _short(lay.tile_rows),
+            323: _short(lay.tile_rows(level)),
             324: (
                 LONG8 if self.big else LONG,
                 self._offsets[level].size,

@@ -34,9 +34,10 @@ def halve(rows: np.ndarray) -> np.ndarray:
         padded[:, :r, :w] = rows
         rows = padded
     pairs = rows[:, 0::2], rows[:, 1::2]
-    if not np.isnan(rows).any():  # the common case: plain means, in float32
-        s = pairs[0] + pairs[1]
-        return np.asarray((s[..., 0::2] + s[..., 1::2]) * np.float32(0.25))
+    s = pairs[0] + pairs[1]
+    plain = np.asarray((s[..., 0::2] + s[..., 1::2]) * np.float32(0.25))
+    if not np.isnan(plain).any():  # the common case: plain means, in float32 (a NaN cell makes its window's NaN)
+        return plain
     quads = [p[..., k::2] for p in pairs for k in (0, 1)]
     valid = [~np.isnan(q) for q in quads]
     total = sum(np.where(v, q, np.float32(0)) for q, v in zip(quads, valid, strict=True))
@@ -61,7 +62,7 @@ class CogStream:
 
     def _start_strip(self) -> None:
         n = self.layout.levels
-        self._blocks = [RowBlocks(self.layout.tile_rows, functools.partial(self._submit, level)) for level in range(n)]
+        self._blocks = [RowBlocks(self.layout.tile_rows(level), functools.partial(self._submit, level)) for level in range(n)]
         self._carry: list[np.ndarray | None] = [None] * n  # an odd row waiting for its pair (feeds level + 1)
 
     def strip(self, col0: int) -> None:
@@ -94,7 +95,7 @@ class CogStream:
     def _submit(self, level: int, start: int, block: np.ndarray) -> None:
         """Compress a block row of ``level`` in the pool, :data:`BANDS_PER_TASK` bands a task (waits while
         :data:`IN_FLIGHT` tasks per worker are queued: back-pressure)."""
-        ty = start // self.layout.tile_rows
+        ty = start // self.layout.tile_rows(level)
         for b0 in range(0, block.shape[0], BANDS_PER_TASK):  # the strip's tile column as it is now, not when run
             self._tasks.submit(self._encode, level, ty, self._tx0, b0, block[b0 : b0 + BANDS_PER_TASK])
 
@@ -102,7 +103,7 @@ class CogStream:
         """Predict, compress and write the tiles of bands ``b0 ..`` of block row ``ty`` of ``level``."""
         if self.np_dtype != np.float32:
             block = block.astype(self.np_dtype)
-        pred = np.asarray(predicted_tiles(block, self.layout.tile_width(level), self.layout.tile_rows))  # numpy in: numpy out
+        pred = np.asarray(predicted_tiles(block, self.layout.tile_width(level), self.layout.tile_rows(level)))  # numpy in: numpy out
         self.cog.write_tiles(level, ty, [(b0 + band, tx0 + tx, payload) for band, tx, payload in compress_tiles(pred)])
 
     def close(self) -> None:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,7 @@ import torch
 
 from geodino.adapter import BandAdapter
 from geodino.device import trim_free_memory
-from geodino.errors import GeodinoError, InputError
+from geodino.errors import InputError
 from geodino.estimate import Stages
 from geodino.features import FeatureExtractor
 from geodino.job import BandChoice, Job, Tiling, as_job
@@ -29,8 +30,10 @@ from geodino.outputs import OutputSet, check_targets, own_outputs
 from geodino.pca import PCA, CellSampler, fit_pca
 from geodino.reader import SceneReader, TileData, prefetch
 from geodino.scene import Scene, open_scene
+from geodino.spill import Kept, TileSpill
 from geodino.stitch import Sink, Stitcher
-from geodino.tilemodel import TileModel, patches_of
+from geodino.tilemodel import TileModel, check_finite, check_shape, patches_of
+from geodino.tiling import Tile
 from geodino.tokens import TokenCollector, tokens_path
 from geodino.writer import GDAL_CACHE_MB, FeatureWriter, check_format
 
@@ -193,8 +196,9 @@ def _encode(job: Job, outs: OutputSet, model: TileModel, options: EncodeOptions,
 
 #: ``on_tile(data, out (t, t, C), cell_valid (t, t), cls, storage)`` for each non-empty tile, in plan order (on the CPU).
 TileSink = Callable[[TileData, np.ndarray, np.ndarray, "torch.Tensor | None", "torch.Tensor | None"], None]
-#: ``on_tile(data, out (C, t, t), cell_valid (t, t), cls, storage)``: the same, as tensors on the model's device.
-DeviceTileSink = Callable[[TileData, torch.Tensor, torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], None]
+#: ``on_tile(data, out (C, t, t), cell_valid (t, t), cls, storage)``: the same, as tensors on the model's device
+#: (``data``: a :class:`~geodino.spill.Kept` for a tile a previous strip ran).
+DeviceTileSink = Callable[[TileData | Kept, torch.Tensor, torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"], None]
 
 
 def model_device(model: TileModel) -> torch.device:
@@ -209,18 +213,20 @@ def stitch_job(
     progress: Progress | None = None,
     on_tile: TileSink | None = None,
     stages: Stages | None = None,
+    spill: TileSpill | None = None,
 ) -> tuple[float, int]:
     """Run ``model`` over every tile of ``job`` and hand the blended output rows to ``sink(row0, (rows, cols, C))``
     as soon as they are final (rows in output cells, counted from the job's grid). ``on_tile`` sees each raw tile
-    output too; ``stages`` adds up where the time goes. Returns ``(model seconds, tiles skipped as empty)``."""
+    output too (once: not again when a strip takes it from ``spill``); ``stages`` adds up where the time goes.
+    Returns ``(model seconds, tiles skipped as empty)``."""
     stitcher = Stitcher(job.plan, job.dim, sink, job.tiling.blend_floor, job.stride, model_device(model))
 
-    def add(d: TileData, out: torch.Tensor, cv: torch.Tensor, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
+    def add(d: TileData | Kept, out: torch.Tensor, cv: torch.Tensor, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
         stitcher.add(d.tile, out, cv)
-        if on_tile is not None:
+        if on_tile is not None and isinstance(d, TileData):
             on_tile(d, out.cpu().permute(1, 2, 0).numpy(), cv.cpu().numpy(), cls, storage)
 
-    return stream_tiles(job, model, add, stitcher.finish_row, progress, stages)
+    return stream_tiles(job, model, add, stitcher.finish_row, progress, stages, spill)
 
 
 def region_sink(sub: Job, rows: tuple[int, int], cols: tuple[int, int], keep: Callable[[int, np.ndarray], None], scale: int = 1) -> Sink:
@@ -241,23 +247,26 @@ def stitch_strips(
     stages: Stages,
 ) -> tuple[float, int]:  # fmt: skip
     """:func:`stitch_job` in column strips of ``width`` cells (None or a narrower grid: one), left to right, each the
-    sub-job of the tiles touching it (values equal to the whole run's; tiles on a strip's edge run twice): the row
-    of tiles held, and so memory, no longer grows with the scene's width. Returns ``(model seconds, empty tiles)``."""
+    sub-job of the tiles touching it (values equal to the whole run's): the row of tiles held, and so memory, no
+    longer grows with the scene's width. A tile on a strip's right edge runs once: the next strip takes its output
+    from a :class:`~geodino.spill.TileSpill` beside the output. Returns ``(model seconds, empty tiles)``."""
     cols = job.grid_shape[1]
     if width is None or cols <= width:
         return stitch_job(job, model, writer.write_rows, progress, on_tile, stages)
     strips = [(c0, min(c0 + width, cols)) for c0 in range(0, cols, width)]
     subs = [sub_job(job, 0, job.grid_shape[0], c0, c1) for c0, c1 in strips]
     total, base, model_seconds, skipped = sum(len(s.plan) for s in subs), 0, 0.0, 0
-    for (c0, c1), sub in zip(strips, subs, strict=True):
-        sink = region_sink(sub, (0, job.grid_shape[0]), (c0, c1), functools.partial(_write_strip, writer, c0))
+    with TileSpill(job.dim, job.plan.tile_cells, writer.out.parent) as spill:
+        for (c0, c1), sub in zip(strips, subs, strict=True):
+            sink = region_sink(sub, (0, job.grid_shape[0]), (c0, c1), functools.partial(_write_strip, writer, c0))
+            spill.strip(c1 if c1 < cols else None)
 
-        def step(done: int, _: int, base: int = base) -> None:
-            if progress is not None:
-                progress(base + done, total)
+            def step(done: int, _: int, base: int = base) -> None:
+                if progress is not None:
+                    progress(base + done, total)
 
-        m, k = stitch_job(sub, model, sink, step, on_tile, stages)
-        model_seconds, skipped, base = model_seconds + m, skipped + k, base + len(sub.plan)
+            m, k = stitch_job(sub, model, sink, step, on_tile, stages, spill)
+            model_seconds, skipped, base = model_seconds + m, skipped + k, base + len(sub.plan)
     return model_seconds, skipped
 
 
@@ -281,22 +290,24 @@ def stream_tiles(
     on_row_done: Callable[[], None],
     progress: Progress | None = None,
     stages: Stages | None = None,
+    spill: TileSpill | None = None,
 ) -> tuple[float, int]:
     """Read every tile of ``job.plan`` ahead in threads, run non-empty ones through ``model`` in batches, and hand
     each output ``(C, T/s, T/s)`` (on the model's device) to ``on_tile`` in plan order; ``on_row_done`` after each
-    tile row. Returns ``(model seconds, tiles skipped as empty)``.
+    tile row. With ``spill``, tiles the previous strip kept are taken from it (not read, not run) and those the next
+    strip needs are kept. Returns ``(model seconds, tiles skipped as empty)``.
     """
     plan, stride, tiling = job.plan, job.stride, job.tiling
     last_col = plan.tile_cols.stop - 1
     model_seconds, done, skipped = 0.0, 0, 0
-    pending: list[TileData] = []
+    pending: list[TileData | Kept] = []
     t_out = plan.tile // stride
     st = stages or Stages()
     device = model_device(model)
 
     def flush() -> None:
         nonlocal model_seconds, done, skipped
-        full = [d for d in pending if not d.empty]
+        full = [d for d in pending if isinstance(d, TileData) and not d.empty]
         outs: Iterator[tuple[Any, Any, Any, Any]] = iter(())
         if full:
             x, valid = batch_of([d.x for d in full], device), batch_of([d.valid for d in full], device)
@@ -311,17 +322,24 @@ def stream_tiles(
             st.model += dt
             check_shape(patches, len(full), job.dim, t_out)
             cells = batch_of([d.cells(stride) for d in full], patches.device)
-            check_finite(patches, cells, full)
+            check_finite(patches, cells, [d.tile for d in full])
             patches = patches.float()
             cls = res.cls if res.cls is not None else [None] * len(full)
             storage = res.storage if res.storage is not None else [None] * len(full)
             outs = iter(zip(patches, cells, cls, storage, strict=True))
         t0 = time.perf_counter()
         for d in pending:
-            if d.empty:
+            if isinstance(d, Kept):  # run by the previous strip (or empty there: counted there)
+                if d.out is not None and d.cells is not None:
+                    on_tile(d, d.out.to(device), d.cells.to(device), None, None)
+            elif d.empty:
                 skipped += 1
+                if spill is not None and spill.wants(d.tile):
+                    spill.save(d.tile, None, None)
             else:
                 out, cv, cls_i, storage_i = next(outs)
+                if spill is not None and spill.wants(d.tile):  # the next strip needs it too
+                    spill.save(d.tile, out, cv)
                 on_tile(d, out, cv, cls_i, storage_i)
             if d.tile.col == last_col:
                 on_row_done()
@@ -333,43 +351,26 @@ def stream_tiles(
         pending.clear()
 
     with SceneReader(job.scene, job.adapter) as reader:
-        tiles = prefetch(reader.read_tile, plan.tiles(), workers=tiling.read_threads, ahead=max(8, 2 * tiling.batch_size))
-        while True:
-            t0 = time.perf_counter()
-            data = next(tiles, None)
-            st.read += time.perf_counter() - t0
-            if data is None:
-                break
-            pending.append(data)
-            if sum(not d.empty for d in pending) >= tiling.batch_size:
-                flush()
-        flush()
+
+        def read(tile: Tile) -> TileData | Kept:
+            kept = spill.load(tile) if spill is not None else None
+            return kept if kept is not None else reader.read_tile(tile)
+
+        tiles = prefetch(read, plan.tiles(), workers=tiling.read_threads, ahead=max(8, 2 * tiling.batch_size))
+        with contextlib.closing(tiles):  # on any exit, reads still running end before the reader closes their files
+            while (data := _timed_next(tiles, st)) is not None:
+                pending.append(data)
+                if sum(isinstance(d, TileData) and not d.empty for d in pending) >= tiling.batch_size:
+                    flush()
+            flush()
     return model_seconds, skipped
 
 
-def check_shape(out: torch.Tensor, batch: int, channels: int, cells: int) -> None:
-    """Stop the run when the model's batch is not ``(batch, channels, cells, cells)``, as its card says."""
-    want = (batch, channels, cells, cells)
-    if tuple(out.shape) != want:
-        raise GeodinoError(
-            f"the model returned a batch of shape {tuple(out.shape)}, its channels and out_stride promise {want}: "
-            "fix the model's channels or out_stride"
-        )
-
-
-def check_finite(out: torch.Tensor, cells: torch.Tensor, tiles: list[TileData]) -> None:
-    """Stop the run when the model gave NaN or inf in a valid cell (``cells`` ``(B, h, w)``) of the batch ``out``
-    ``(B, C, h, w)``; cells with no valid pixel (padding, nodata) may hold anything: they are not written."""
-    if bool(torch.isfinite(out.sum(dim=1))[cells].all()):  # fast path: NaN/inf in any channel makes the sum non-finite
-        return
-    finite = (torch.isfinite(out) | ~cells[:, None]).flatten(1).all(1)  # (or a finite sum overflowed: look closer)
-    if not bool(finite.all()):
-        t = tiles[int((~finite).nonzero()[0])].tile
-        r, c, h, w = t.px_window
-        raise GeodinoError(
-            f"the model gave NaN/inf for tile {t.row},{t.col} (pixel rows {r}-{r + h}, cols {c}-{c + w}) on valid pixels: "
-            "check the model's weights (geodino check-weights for a registered one) and the input's values; nothing was written"
-        )
+def _timed_next(tiles: Iterator[TileData | Kept], stages: Stages) -> TileData | Kept | None:
+    t0 = time.perf_counter()
+    data = next(tiles, None)
+    stages.read += time.perf_counter() - t0
+    return data
 
 
 def sub_job(job: Job, row0: int, row1: int, col0: int, col1: int) -> Job:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -134,7 +134,7 @@ class SceneReader:
         self.close()
 
 
-def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int = 2, ahead: int = 8) -> Iterator[R]:
+def prefetch(fn: Callable[[T], R], items: Iterable[T], workers: int = 2, ahead: int = 8) -> Generator[R, None, None]:
     """``map(fn, items)`` computed by ``workers`` threads up to ``ahead`` items ahead, yielded in order
     (``workers=0``: in the calling thread, one at a time)."""
     if workers == 0:

@@ -16,19 +16,23 @@ from typing import Any, Protocol
 import numpy as np
 from odc.geo.geobox import GeoBox
 
-from geodino.cogfile import CogFile, CogLayout, template_tags
+from geodino.cogfile import CogFile, CogLayout, overview_factors, template_tags
 from geodino.cogstream import IN_FLIGHT, CogStream
 from geodino.outputs import remove_path
 from geodino.rowblocks import RowBlocks, TaskPool
 from geodino.tiling import grid_crs
 from geodino.zarrstore import feature_dataset, seal_store, zarr_attrs
 
-#: Tile width and height of streamed COGs, and the Zarr chunks' height and width: a short block row, so little
-#: is left to compress after the last rows (a block row is compressed once all its rows are final). ``BLOCK``
-#: is also the width of the column strips a wide scene is run in (whole tiles at every level: tiles of level k
-#: are ``BLOCK >> k`` wide), so memory does not grow with the scene's width either.
-BLOCK, BLOCK_ROWS = 256, 32
-ZARR_BANDS = 256  # bands per Zarr chunk (chunks: ZARR_BANDS x BLOCK_ROWS x BLOCK)
+#: Streamed COG tiles are ``COG_BLOCK`` wide (``COG_BLOCK >> k`` at overview level k) and ``BLOCK_ROWS`` high: a
+#: short block row, so little is left to compress after the last rows (a block row is compressed once all its rows
+#: are final). A wide scene runs in column strips of ``COG_BLOCK`` cells (whole tiles at every level), so memory
+#: grows with neither the scene's height nor its width: 128, the 2048-px scene's width in cells.
+COG_BLOCK, COG_ROWS, BLOCK_ROWS = 128, 64, 32
+#: Overviews of a streamed COG: GDAL's AUTO rule for ``OVERVIEW_BLOCK``-cell blocks, at most as many levels as keep
+#: the coarsest tiles 16 wide (TIFF's least; 3 levels, 8x: a 32768-px scene's coarsest level is 256 cells).
+OVERVIEW_BLOCK = 256
+#: Zarr chunks are ``ZARR_BANDS x BLOCK_ROWS x ZARR_BLOCK``; a Zarr stream runs in strips of ``ZARR_BLOCK`` cells.
+ZARR_BANDS, ZARR_BLOCK = 256, 256
 #: Bytes kept free beside a streamed COG's IFDs for the run's record, known only at the end.
 TAG_SPARE = 1 << 20
 
@@ -38,7 +42,14 @@ def stream_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def cog_factors(height: int, width: int) -> list[int]:
+    """Overview factors of a streamed COG of ``height x width`` cells (see :data:`OVERVIEW_BLOCK`)."""
+    return overview_factors(height, width, OVERVIEW_BLOCK)[: max(0, (COG_BLOCK // 16).bit_length() - 1)]
+
+
 class FeatureStream(Protocol):
+    strip_width: int  # a wide scene comes in column strips of this many cells
+
     def push(self, rows: np.ndarray, col0: int = 0) -> None: ...  # rows of the strip starting at column col0
 
     def finish(self, metadata: dict[str, object], tags: dict[str, str], band_names: Sequence[str]) -> None: ...
@@ -48,12 +59,13 @@ class FeatureStream(Protocol):
 
 class CogFeatureStream:
     """A COG at ``dest`` written during the run (:class:`~geodino.cogstream.CogStream` into a
-    :class:`~geodino.cogfile.CogFile`), with overviews ``factors``; ``dtype`` float32 or float16."""
+    :class:`~geodino.cogfile.CogFile`), with overviews (:func:`cog_factors`); ``dtype`` float32 or float16."""
 
-    def __init__(self, dest: Path, geobox: GeoBox, dim: int, dtype: str, factors: Sequence[int], band_names: Sequence[str]) -> None:
+    def __init__(self, dest: Path, geobox: GeoBox, dim: int, dtype: str, band_names: Sequence[str]) -> None:
         h, w = geobox.shape.yx
-        self.geobox, self.dim, self.dtype = geobox, dim, dtype
-        self.layout = CogLayout(h, w, dim, dtype, block=BLOCK, block_rows=BLOCK_ROWS, factors=tuple(factors), halving=True)
+        self.geobox, self.dim, self.dtype, self.strip_width = geobox, dim, dtype, COG_BLOCK
+        factors = tuple(cog_factors(h, w))
+        self.layout = CogLayout(h, w, dim, dtype, block=COG_BLOCK, block_rows=COG_ROWS, factors=factors, halving=True)
         self.cog = CogFile(dest, self.layout, self._tags(band_names, {}), spare=TAG_SPARE)
         self.stream = CogStream(self.cog, self.layout, stream_workers())
         self._col0 = 0
@@ -79,15 +91,15 @@ class CogFeatureStream:
 
 class ZarrFeatureStream:
     """A Zarr store at ``dest`` (the layout of :func:`~geodino.zarrstore.feature_dataset`, chunks
-    :data:`ZARR_BANDS` x :data:`BLOCK_ROWS` x :data:`BLOCK`) whose chunks are compressed and written by a pool during the run."""
+    :data:`ZARR_BANDS` x :data:`BLOCK_ROWS` x :data:`ZARR_BLOCK`) whose chunks are compressed and written by a pool during the run."""
 
     def __init__(self, dest: Path, geobox: GeoBox, dim: int, dtype: str, band_names: Sequence[str]) -> None:
         import dask.array as da
         import zarr
 
-        self.dest, self.geobox, self.band_names = dest, geobox, list(band_names)
+        self.dest, self.geobox, self.band_names, self.strip_width = dest, geobox, list(band_names), ZARR_BLOCK
         h, w = geobox.shape.yx
-        chunks = (min(dim, ZARR_BANDS), BLOCK_ROWS, BLOCK)
+        chunks = (min(dim, ZARR_BANDS), BLOCK_ROWS, ZARR_BLOCK)
         data = da.full((dim, h, w), np.nan, dtype=dtype, chunks=chunks)
         feature_dataset(data, geobox, self.band_names, {}).to_zarr(dest, mode="w", compute=False, consolidated=True, zarr_format=2)
         self.array = zarr.open_array(store=str(dest / "features"), mode="r+", config={"write_empty_chunks": True})
@@ -129,10 +141,8 @@ class ZarrFeatureStream:
         remove_path(self.dest)
 
 
-def open_stream(
-    dest: Path, geobox: GeoBox, dim: int, fmt: str, dtype: str, factors: Sequence[int], band_names: Sequence[str]
-) -> FeatureStream:
+def open_stream(dest: Path, geobox: GeoBox, dim: int, fmt: str, dtype: str, band_names: Sequence[str]) -> FeatureStream:
     """The stream writing ``fmt`` (``cog`` or ``zarr``) at ``dest``."""
     if fmt == "cog":
-        return CogFeatureStream(dest, geobox, dim, dtype, factors, band_names)
+        return CogFeatureStream(dest, geobox, dim, dtype, band_names)
     return ZarrFeatureStream(dest, geobox, dim, dtype, band_names)

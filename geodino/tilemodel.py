@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from geodino.device import autocast, check_precision, resolve_device
-from geodino.errors import InputError
+from geodino.errors import GeodinoError, InputError
+from geodino.tiling import Tile
 
 #: Tiles, overlaps and blocks are multiples of this many pixels (the DINOv3 patch): every stride divides it.
 GRID = 16
@@ -204,3 +205,28 @@ def load_factory(spec: str) -> TileModel:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else "(no message)"
+
+
+def check_shape(out: torch.Tensor, batch: int, channels: int, cells: int) -> None:
+    """Stop the run when the model's batch is not ``(batch, channels, cells, cells)``, as its card says."""
+    want = (batch, channels, cells, cells)
+    if tuple(out.shape) != want:
+        raise GeodinoError(
+            f"the model returned a batch of shape {tuple(out.shape)}, its channels and out_stride promise {want}: "
+            "fix the model's channels or out_stride"
+        )
+
+
+def check_finite(out: torch.Tensor, cells: torch.Tensor, tiles: list[Tile]) -> None:
+    """Stop the run when the model gave NaN or inf in a valid cell (``cells`` ``(B, h, w)``) of the batch ``out``
+    ``(B, C, h, w)``; cells with no valid pixel (padding, nodata) may hold anything: they are not written."""
+    if bool(torch.isfinite(out.sum(dim=1))[cells].all()):  # fast path: NaN/inf in any channel makes the sum non-finite
+        return
+    finite = (torch.isfinite(out) | ~cells[:, None]).flatten(1).all(1)  # (or a finite sum overflowed: look closer)
+    if not bool(finite.all()):
+        t = tiles[int((~finite).nonzero()[0])]
+        r, c, h, w = t.px_window
+        raise GeodinoError(
+            f"the model gave NaN/inf for tile {t.row},{t.col} (pixel rows {r}-{r + h}, cols {c}-{c + w}) on valid pixels: "
+            "check the model's weights (geodino check-weights for a registered one) and the input's values; nothing was written"
+        )

@@ -27,9 +27,9 @@ import rasterio.shutil
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 
+from geodino.cogfile import overview_factors
 from geodino.errors import InputError
 from geodino.outputs import remove_path
-from geodino.streams import BLOCK as STREAM_BLOCK
 from geodino.streams import open_stream
 from geodino.tiling import grid_crs
 from geodino.zarrstore import feature_dataset, seal_store
@@ -50,15 +50,6 @@ BLOCK = 128
 NODATA_CLASS = 255
 #: Row blocks waiting for the writer thread, at most (then the stitcher waits: back-pressure, not buffering).
 WRITE_AHEAD = 1
-
-
-def overview_factors(height: int, width: int, block: int = BLOCK) -> list[int]:
-    """Overview decimation factors 2, 4, ... until the smallest level fits in one block (GDAL's AUTO rule)."""
-    factors, f = [], 2
-    while max(height, width) / (f // 2) > block:
-        factors.append(f)
-        f *= 2
-    return factors
 
 
 def check_format(fmt: str, dtype: str) -> None:
@@ -96,12 +87,8 @@ class FeatureWriter:
         self.tmp_out = self.out
         self._extra: list[Path] = []
         # ``stream``: the band names of features written during the run (no temporary, no pass after the run)
-        factors = overview_factors(*geobox.shape.yx, STREAM_BLOCK)  # GDAL's AUTO rule for the streamed tiles' width
-        self._stream = open_stream(self.out, geobox, dim, fmt, dtype, factors, stream) if stream else None
-        # a stream takes column strips of STREAM_BLOCK cells when every level's tiles (STREAM_BLOCK >> level wide, >= 16)
-        # fit whole in a strip
-        whole = fmt == "zarr" or STREAM_BLOCK >> len(factors) >= 16
-        self.strip_width = STREAM_BLOCK if self._stream is not None and whole else None
+        self._stream = open_stream(self.out, geobox, dim, fmt, dtype, stream) if stream else None
+        self.strip_width = self._stream.strip_width if self._stream is not None else None  # a wide scene in column strips
         self._rows = self._open_rows(self.tmp_rows, dim) if self._stream is None else None
         self._queue: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=WRITE_AHEAD)
         self._error: BaseException | None = None

@@ -58,7 +58,8 @@ class PatchProbe:
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.spec = get_spec("geodino_tiny_mlp")
-        self.calls = 0
+        self.calls = 0  # batches run
+        self.tiles = 0  # tiles run
         self.fail_after = fail_after
 
     def normalize(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -66,6 +67,7 @@ class PatchProbe:
 
     def __call__(self, x: torch.Tensor) -> Tokens:
         self.calls += 1
+        self.tiles += x.shape[0]
         if self.fail_after is not None and self.calls > self.fail_after:
             raise RuntimeError("stand-in model failure")
         patches = torch.cat([x[:, :, ::16, ::16], x[:, :, 8::16, 8::16]], dim=1)

@@ -124,3 +124,37 @@ def test_a_model_failure_mid_scene_removes_temporaries_and_keeps_the_old_output(
         encode_scene(scene, out, PatchProbe(fail_after=2), EncodeOptions(tile=64, overlap=16, batch_size=1, overwrite=True, tokens=True))
     assert out.read_bytes() == b"old result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["feat.tif", "scene.tif"]
+
+
+def test_a_model_failure_lets_running_reads_end_before_their_files_close(
+    tmp_path: Path, scene: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reader threads still reading when the run stops must finish before the reader closes their datasets (GDAL
+    handles freed under a running read crashed a SIGTERMed run with ``free(): invalid size``)."""
+    import time
+
+    from geodino.engine import EncodeOptions, encode_scene
+    from geodino.reader import SceneReader
+    from tests.scenes import PatchProbe
+
+    events: list[str] = []
+    read, close = SceneReader.read_tile, SceneReader.close
+
+    def slow_read(self: SceneReader, tile: object) -> object:
+        time.sleep(0.05)
+        try:
+            return read(self, tile)  # type: ignore[arg-type]
+        finally:
+            events.append("read")  # ended (or failed: its dataset closed under it)
+
+    def closing(self: SceneReader) -> None:
+        events.append("close")
+        close(self)
+
+    monkeypatch.setattr(SceneReader, "read_tile", slow_read)
+    monkeypatch.setattr(SceneReader, "close", closing)
+    with pytest.raises(RuntimeError, match="stand-in model failure"):
+        encode_scene(scene, tmp_path / "f.tif", PatchProbe(fail_after=1), EncodeOptions(tile=64, overlap=16, batch_size=1))
+    time.sleep(0.3)  # a read left running would end by now
+    assert events.count("close") == 1 and events[-1] == "close", events  # no read after the files closed
+    assert "read" in events

@@ -97,7 +97,7 @@ def test_cog_validates_and_carries_its_provenance(cog: tuple[Path, Path, object]
     valid, errors, warnings = cog_validate(str(out))
     assert valid and not errors, (errors, warnings)
     with rasterio.open(out) as ds:
-        assert ds.profile["tiled"] and ds.compression is not None and ds.block_shapes[0] == (32, 256)
+        assert ds.profile["tiled"] and ds.compression is not None and ds.block_shapes[0] == (64, 128)
         assert ds.overviews(1) == []  # 144 x 132 cells fit one 256-wide tile: no overviews (GDAL's AUTO rule)
         assert np.isnan(ds.nodata) and ds.descriptions[0] == "L2_0000" and ds.descriptions[-1] == "L2_0063"
         tags = ds.tags()
@@ -155,7 +155,7 @@ def test_zarr_output_float16_and_pca(tmp_path: Path, tiny: FeatureExtractor) -> 
 
 
 def test_overview_factors_follow_gdal_auto() -> None:
-    from geodino.writer import overview_factors
+    from geodino.cogfile import overview_factors
 
     assert overview_factors(100, 128) == []
     assert overview_factors(129, 40) == [2]
