@@ -33,6 +33,7 @@ from geodino.scene import Scene, open_scene
 from geodino.streams import stream_workers
 from geodino.tilemodel import TileModel
 from geodino.tiling import TilePlan
+from geodino.writer import output_format
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -100,6 +101,8 @@ def encode_to_zarr(
     cores / workers). The values equal ``encode_scene`` with the same settings.
     """
     t0 = time.perf_counter()
+    if output_format(out, options.fmt or "zarr") != "zarr":
+        raise InputError(f"encode_to_zarr writes a Zarr store, not fmt={options.fmt!r}")
     check_request(options, chunk, scheduler, workers)
     out = absolute(out)  # workers may run in other folders
     if not isinstance(scene, (Job, Scene)):

@@ -35,7 +35,7 @@ from geodino.stitch import Sink, Stitcher
 from geodino.tilemodel import TileModel, check_finite, check_shape, patches_of
 from geodino.tiling import Tile
 from geodino.tokens import TokenCollector, tokens_path
-from geodino.writer import GDAL_CACHE_MB, FeatureWriter, check_format
+from geodino.writer import GDAL_CACHE_MB, FeatureWriter, check_format, output_format
 
 #: ``progress(tiles_done, tiles_total)``
 Progress = Callable[[int, int], None]
@@ -55,11 +55,15 @@ class EncodeOptions:
     bands: str | None = None
     gsd: float | None = None  # resample the scene to this many metres per pixel before tiling
     allow_clipping: bool = False  # run even when more than half of a band's valid pixels clip
-    fmt: str = "cog"
+    fmt: str | None = None  # cog or zarr; None: the one the output's extension names (see writer.output_format)
     dtype: str = "float32"
     pca: int | None = None
     tokens: bool = False
     overwrite: bool = False
+
+    def for_output(self, out: str | Path) -> EncodeOptions:
+        """These options with ``fmt`` decided for the output ``out`` (refused when its name says otherwise)."""
+        return replace(self, fmt=output_format(out, self.fmt))
 
     @property
     def tiling(self) -> Tiling:
@@ -107,13 +111,13 @@ def encode_targets(out: str | Path, options: EncodeOptions) -> dict[str, Path | 
 
 def check_outputs(out: str | Path, options: EncodeOptions, inputs: Iterable[str | Path | None] = ()) -> Path:
     """Refuse, before any work, bad options or outputs (see :func:`~geodino.outputs.check_targets`)."""
-    check_options(options)
+    check_options(options.for_output(out))
     return check_targets(encode_targets(out, options), inputs, options.overwrite)[0].path
 
 
 def check_options(options: EncodeOptions) -> None:
-    """Range checks of every option, before any work."""
-    check_format(options.fmt, options.dtype)
+    """Range checks of every option, before any work (``fmt`` decided: :meth:`EncodeOptions.for_output`)."""
+    check_format(options.fmt or "", options.dtype)
     options.tiling.check()
     if options.pca is not None and options.pca < 1:
         raise InputError(f"--pca {options.pca}: give at least 1 component")
@@ -148,6 +152,7 @@ def encode_scene(
     ``outputs``: the run's :class:`~geodino.outputs.OutputSet` (its owner commits); default one of its own,
     committed here. Nothing changes at ``out`` (or beside it) if anything fails.
     """
+    options = options.for_output(out)
     check_options(options)
     if not isinstance(scene, (Job, Scene)):
         scene = open_scene(scene)
@@ -165,7 +170,8 @@ def _encode(job: Job, outs: OutputSet, model: TileModel, options: EncodeOptions,
     sampler = CellSampler() if options.pca else None
     tokens = TokenCollector(job.scene.geobox, job.plan) if options.tokens else None
     stream = list(job.channels) if options.pca is None else None  # PCA needs every feature first: written after the run
-    with FeatureWriter(outs.temp("features"), job.grid, job.dim, options.fmt, options.dtype, stream) as writer:
+    fmt = output_format(outs.path("features"), options.fmt)
+    with FeatureWriter(outs.temp("features"), job.grid, job.dim, fmt, options.dtype, stream) as writer:
 
         def on_tile(d: TileData, out: np.ndarray, cv: np.ndarray, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
             if sampler is not None:

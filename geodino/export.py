@@ -10,7 +10,7 @@ from odc.geo.geobox import GeoBox
 from geodino.errors import InputError, OutputError
 from geodino.lock import OutputLock
 from geodino.outputs import OutputSet, check_targets, run_lock
-from geodino.writer import BLOCK, FeatureWriter, check_format
+from geodino.writer import BLOCK, FeatureWriter, check_cog_name, check_format
 from geodino.zarrstore import check_sealed
 
 #: bytes of features held per strip while exporting
@@ -24,6 +24,7 @@ def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overw
     from geodino.explore import open_features
 
     src = Path(store)
+    check_cog_name(out)
     check_format("cog", dtype)
     if not (src / ".zmetadata").exists() and not (src / "zarr.json").exists():
         raise InputError(f"{src} is not a Zarr store written by geodino encode --format zarr")

@@ -27,7 +27,7 @@ from geodino.features import FeatureExtractor, Tokens, autocast, check_precision
 from geodino.job import BandChoice, Job, Tiling, as_job
 from geodino.outputs import OutputSet, own_outputs
 from geodino.scene import Scene, open_scene
-from geodino.writer import GDAL_CACHE_MB, NODATA_CLASS, FeatureWriter
+from geodino.writer import GDAL_CACHE_MB, NODATA_CLASS, FeatureWriter, check_cog_name
 
 if TYPE_CHECKING:
     from geodino.heads.chmv2 import CanopyHeightModel
@@ -145,6 +145,9 @@ def predict_scene(
     if probabilities is not None and not classes:
         raise InputError("class probabilities come with a land-cover head, not a canopy-height model")
     paths = scene.scene.paths if isinstance(scene, Job) else scene.paths
+    for path in (out, probabilities):
+        if path is not None:
+            check_cog_name(path)
     targets = {"prediction": out, "probabilities": probabilities}
     with own_outputs(outputs, targets, paths, overwrite) as outs, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         return _predict(as_job(scene, predictor, tiling, choice, adapter), outs, predictor, progress, resolution, t_start)

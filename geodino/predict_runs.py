@@ -27,6 +27,7 @@ from geodino.predict import CanopyPredictor, LandCoverPredictor, PredictResult, 
 from geodino.runs import Hooks, load_backbone, random_note, scene_of
 from geodino.tilemodel import ModelCard
 from geodino.vectorize import check_vector_name
+from geodino.writer import check_cog_name
 
 
 @dataclass
@@ -52,6 +53,7 @@ def canopy_run(
     out = Path(out)
     report = out.with_suffix(".eval.json") if reference is not None else None
     inputs = [*([scene] if isinstance(scene, (str, Path)) else scene), *s.paths, weights, backbone_weights, reference]
+    check_cog_name(out)
     outputs = Outputs.of({"prediction": out, "evaluation": report}, inputs, overwrite)  # checked here
     check_resolution(resolution, s)
     resolve_device(device), check_precision(precision)
@@ -137,6 +139,9 @@ def land_cover_run(
     s = scene_of(scene)
     out, head = Path(out), Path(head)
     targets = {"prediction": out, "probabilities": probabilities, "vector": vector}
+    for raster in (out, probabilities):
+        if raster is not None:
+            check_cog_name(raster)
     outputs = Outputs.of(targets, [*scene, *s.paths, head, weights], overwrite)  # checked here
     if vector is not None:
         check_vector_name(Path(vector))

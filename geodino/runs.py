@@ -95,6 +95,7 @@ def encode_run(
     factory is called first, to learn the model's bands and stride; a block-wise run pickles the object it returns
     to the workers)."""
     hooks = hooks or Hooks()
+    options = options.for_output(out)
     paths = [str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     blockwise = options.fmt == "zarr" and not options.pca and not options.tokens
     if (workers is not None or scheduler is not None or chunk is not None) and not blockwise:

@@ -52,6 +52,33 @@ NODATA_CLASS = 255
 WRITE_AHEAD = 1
 
 
+#: What an output's name says it is.
+EXTENSIONS = {".tif": "cog", ".tiff": "cog", ".zarr": "zarr"}
+
+
+def output_format(out: str | Path, fmt: str | None) -> str:
+    """The format of the output ``out``: ``fmt`` (``cog`` or ``zarr``), else the one its extension names (``.tif``,
+    ``.tiff``: COG; ``.zarr``: Zarr). A name that says the other format is refused (a GeoTIFF named ``.zarr`` opens
+    nowhere), and so is a name that says none when ``fmt`` is not given."""
+    path = Path(out)
+    named = EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        if named is None:
+            raise InputError(f"{path.name}: name the output .tif (a COG) or .zarr (a Zarr store), or give --format cog|zarr")
+        return named
+    if fmt in FORMATS and named is not None and named != fmt:
+        want = ".tif" if fmt == "cog" else ".zarr"
+        raise InputError(f"--format {fmt} but the output is named {path.name}: name it {path.stem}{want}, or drop --format")
+    return fmt
+
+
+def check_cog_name(out: str | Path) -> None:
+    """Refuse a COG output named as a Zarr store (it would open nowhere)."""
+    path = Path(out)
+    if EXTENSIONS.get(path.suffix.lower()) == "zarr":
+        raise InputError(f"{path.name}: this output is a GeoTIFF (COG): name it {path.stem}.tif")
+
+
 def check_format(fmt: str, dtype: str) -> None:
     """Refuse an unknown format or a feature dtype other than float32/float16 (features never go through uint8)."""
     if fmt not in FORMATS:

@@ -72,12 +72,12 @@ def run(*args: object, columns: int = 200):
 
 
 def cli(
-    *args: object, cwd: str | Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+    *args: object, cwd: str | Path | None = None, env: dict[str, str] | None = None, timeout: float = 300, module: str = "geodino.cli"
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m geodino.cli ...`` in a fresh process (what a user's shell runs), without the developer's
-    geodino or GDAL settings."""
+    """``python -m geodino.cli ...`` (or ``-m module``) in a fresh process (what a user's shell runs), without the
+    developer's geodino or GDAL settings."""
     base = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV and not k.startswith(("GDAL_", "CPL_"))}
-    argv = [sys.executable, "-m", "geodino.cli", *map(str, args)]
+    argv = [sys.executable, "-m", module, *map(str, args)]
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=base | {"COLUMNS": "200"} | (env or {}), timeout=timeout)
 
 

@@ -201,3 +201,21 @@ def test_cli_py_help() -> None:
     assert proc.returncode == 0, proc.stderr
     for command in COMMANDS:
         assert command in proc.stdout
+
+
+def test_version_help_and_python_m_geodino_in_a_fresh_process() -> None:
+    import tomllib
+
+    from geodino import __version__
+    from tests.helpers import cli, one_line_error
+
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert __version__ == declared
+    r = cli("--version", module="geodino")
+    assert r.returncode == 0 and r.stdout.strip() == f"geodino {declared}", r.stderr
+    r = cli("--help", module="geodino")
+    assert r.returncode == 0 and "encode" in r.stdout and "--version" in r.stdout, r.stderr
+    r = cli("models", "sat*")
+    one_line_error(r, "no model name matches 'sat*'", "'*sat*'", "dinov3_vitl16_sat493m", quiet_stdout=True)
+    r = cli("models", "*sat*")
+    assert r.returncode == 0 and "dinov3_vitl16_sat493m" in r.stdout and "lvd1689m" not in r.stdout

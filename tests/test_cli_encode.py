@@ -158,3 +158,26 @@ def test_a_model_failure_lets_running_reads_end_before_their_files_close(
     time.sleep(0.3)  # a read left running would end by now
     assert events.count("close") == 1 and events[-1] == "close", events  # no read after the files closed
     assert "read" in events
+
+
+def test_the_output_name_decides_the_format_and_a_name_that_says_otherwise_is_refused(tmp_path: Path, scene: Path) -> None:
+    """``encode scene.tif out.zarr`` once wrote a GeoTIFF named out.zarr, ``--format zarr out.tif`` a Zarr store named
+    out.tif: neither opens where its name says."""
+    import xarray as xr
+
+    store = tmp_path / "f.zarr"
+    result = run("encode", scene, store, *TINY, "--tile", "64", "--overlap", "16")
+    assert result.exit_code == 0, result.output
+    assert store.is_dir() and xr.open_zarr(store).features.shape == (64, 10, 11)
+    refusals = {
+        "x.tif": (["--format", "zarr"], ("--format zarr", "x.tif", "x.zarr")),
+        "y.zarr": (["--format", "cog"], ("--format cog", "y.zarr", "y.tif")),
+        "z.dat": ([], ("z.dat", ".tif", ".zarr", "--format")),
+    }
+    for name, (extra, fragments) in refusals.items():
+        res = run("encode", scene, tmp_path / name, *TINY, *extra)
+        assert_one_line_error(res, *fragments)
+        assert not (tmp_path / name).exists()
+    res = run("canopy-height", scene, tmp_path / "h.zarr", "--head", "geodino_tiny_chmv2", "--weights", "random")
+    assert_one_line_error(res, "h.zarr", "COG", "h.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.zarr", "scene.tif"]

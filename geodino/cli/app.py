@@ -33,6 +33,23 @@ app = typer.Typer(
 # through rasterio; the CLI says what failed in one line instead.
 os.environ.setdefault("CPL_LOG", os.devnull)
 logging.getLogger("rasterio").addHandler(logging.NullHandler())
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from geodino import __version__
+
+        typer.echo(f"geodino {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", help="print geodino's version and exit", is_eager=True, callback=_print_version),
+) -> None:
+    """Georeferenced DINOv3 features and predictions for satellite and aerial scenes."""
+
+
 console = Console(soft_wrap=True)  # paths and messages stay on one line when piped, not folded at 80 columns
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., object])

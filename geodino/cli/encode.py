@@ -52,7 +52,7 @@ def encode_cmd(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     layers: Annotated[str, typer.Option(help="blocks to keep, e.g. -1 or 5,11,17,23 (concatenated)")] = "-1",
-    fmt: Annotated[str, typer.Option("--format", help="cog or zarr")] = "cog",
+    fmt: Annotated[str | None, typer.Option("--format", help="cog or zarr (default: from OUT's extension, .tif or .zarr)")] = None,
     dtype: Annotated[str, typer.Option(help="float32 or float16 on disk")] = "float32",
     pca: Annotated[int | None, typer.Option(help="write K PCA components (fitted on a sample) instead of all features")] = None,
     tokens: Annotated[bool, typer.Option(help="also write CLS and storage tokens per tile (<out>.tokens.zarr)")] = False,
@@ -75,8 +75,8 @@ def encode_cmd(
     options = EncodeOptions(
         tile=tile, overlap=overlap, batch_size=batch_size, read_threads=read_threads, sensor=sensor, bands=bands, gsd=gsd,
         allow_clipping=allow_clipping, fmt=fmt, dtype=dtype, pca=pca, tokens=tokens, overwrite=overwrite,
-    )  # fmt: skip
-    blockwise = fmt == "zarr" and not pca and not tokens
+    ).for_output(target)  # fmt: skip
+    blockwise = options.fmt == "zarr" and not pca and not tokens
     with TileBar(unit="blocks" if blockwise else "tiles") as bar:
         res = encode_run(
             paths, target, model=model, weights=weights, layers=layers, device=device, precision=precision, mixer=mixer,

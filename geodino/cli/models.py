@@ -25,7 +25,10 @@ def models_cmd(pattern: Annotated[str, typer.Argument(help="glob over names")] =
     """List the weights specs geodino can build."""
     name_col, file_col = Column("name", no_wrap=True), Column("official file", no_wrap=True)
     table = Table(name_col, "arch", "params", "bands", "mean / std", file_col, title="DINOv3 weights specs")
-    for name in list_models(pattern):
+    names = list_models(pattern)
+    if not names:
+        raise InputError(f"no model name matches {pattern!r} (a glob over whole names, e.g. '*sat*'): {', '.join(list_models())}")
+    for name in names:
         s = get_spec(name)
         a = s.arch
         stats = f"{s.mean} / {s.std}"
