@@ -152,7 +152,10 @@ def plot(data: xr.DataArray, ax: Axes | None = None, title: str | None = None, *
     """Show a DataArray on map coordinates (matplotlib): features ``(feature, y, x)`` as their PCA RGB, an
     RGB ``(band=3, y, x)`` (a scene is stretched 2-98 % per band), or one layer ``(y, x)`` with a colour bar.
     Axes are in the CRS's units; returns the matplotlib ``Axes``."""
-    import matplotlib.pyplot as plt
+    try:
+        import matplotlib.pyplot as plt
+    except ModuleNotFoundError:
+        raise InputError("geodino.plot draws with matplotlib: pip install 'geodino[notebook]' (or matplotlib)") from None
 
     if "feature" in data.dims:
         data = pca_rgb(data)

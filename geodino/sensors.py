@@ -6,6 +6,7 @@ Presets are YAML files in ``configs/sensors/`` (one per sensor; the directory ca
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
 import re
@@ -96,13 +97,23 @@ def found_in(match: re.Match[str], text: str) -> str:
 
 
 def sensors_dir() -> Path:
-    """Where the preset YAML files live: ``$GEODINO_SENSORS``, the checkout's ``configs/sensors``
-    (editable installs), else ``<prefix>/share/geodino/sensors`` (wheels)."""
+    """Where the preset YAML files live: ``$GEODINO_SENSORS``, the checkout's ``configs/sensors`` (editable
+    installs), else ``share/geodino/sensors`` where the installed distribution put them (a wheel's data files: under
+    ``sys.prefix``, or the ``--user``/``--prefix`` folder the wheel went to)."""
     env = os.environ.get("GEODINO_SENSORS")
     if env:
         return Path(env)
     checkout = Path(__file__).resolve().parents[1] / "configs" / "sensors"
-    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "geodino" / "sensors"
+    if checkout.is_dir():
+        return checkout
+    try:
+        files = importlib.metadata.distribution("geodino").files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        if f.suffix == ".yaml" and tuple(f.parts[-4:-1]) == ("share", "geodino", "sensors"):
+            return Path(str(f.locate())).resolve().parent
+    return Path(sys.prefix) / "share" / "geodino" / "sensors"
 
 
 #: Keys a preset file may hold, and those of its ``match`` and ``stretch`` mappings.
