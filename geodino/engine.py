@@ -35,7 +35,7 @@ from geodino.stitch import Sink, Stitcher
 from geodino.tilemodel import TileModel, check_finite, check_shape, patches_of
 from geodino.tiling import Tile
 from geodino.tokens import TokenCollector, tokens_path
-from geodino.writer import GDAL_CACHE_MB, FeatureWriter, check_format, output_format
+from geodino.writer import EXTENSIONS, GDAL_CACHE_MB, FeatureWriter, check_format, output_format
 
 #: ``progress(tiles_done, tiles_total)``
 Progress = Callable[[int, int], None]
@@ -64,6 +64,10 @@ class EncodeOptions:
     def for_output(self, out: str | Path) -> EncodeOptions:
         """These options with ``fmt`` decided for the output ``out`` (refused when its name says otherwise)."""
         return replace(self, fmt=output_format(out, self.fmt))
+
+    def named_format(self, out: str | Path) -> str | None:
+        """``fmt``, else the format ``out``'s name says (None: neither; :meth:`for_output` refuses that)."""
+        return self.fmt or EXTENSIONS.get(Path(out).suffix.lower())
 
     @property
     def tiling(self) -> Tiling:
@@ -111,13 +115,13 @@ def encode_targets(out: str | Path, options: EncodeOptions) -> dict[str, Path | 
 
 def check_outputs(out: str | Path, options: EncodeOptions, inputs: Iterable[str | Path | None] = ()) -> Path:
     """Refuse, before any work, bad options or outputs (see :func:`~geodino.outputs.check_targets`)."""
-    check_options(options.for_output(out))
+    check_options(options)
     return check_targets(encode_targets(out, options), inputs, options.overwrite)[0].path
 
 
 def check_options(options: EncodeOptions) -> None:
-    """Range checks of every option, before any work (``fmt`` decided: :meth:`EncodeOptions.for_output`)."""
-    check_format(options.fmt or "", options.dtype)
+    """Range checks of every option, before any work."""
+    check_format(options.fmt, options.dtype)
     options.tiling.check()
     if options.pca is not None and options.pca < 1:
         raise InputError(f"--pca {options.pca}: give at least 1 component")
@@ -152,8 +156,7 @@ def encode_scene(
     ``outputs``: the run's :class:`~geodino.outputs.OutputSet` (its owner commits); default one of its own,
     committed here. Nothing changes at ``out`` (or beside it) if anything fails.
     """
-    options = options.for_output(out)
-    check_options(options)
+    check_options(options)  # the format: from ``out``'s name once the outputs are checked (see _encode)
     if not isinstance(scene, (Job, Scene)):
         scene = open_scene(scene)
     paths = scene.scene.paths if isinstance(scene, Job) else scene.paths

@@ -95,17 +95,17 @@ def encode_run(
     factory is called first, to learn the model's bands and stride; a block-wise run pickles the object it returns
     to the workers)."""
     hooks = hooks or Hooks()
-    options = options.for_output(out)
     paths = [str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    blockwise = options.fmt == "zarr" and not options.pca and not options.tokens
-    if (workers is not None or scheduler is not None or chunk is not None) and not blockwise:
-        raise InputError("--workers/--scheduler/--chunk write a Zarr store block by block: use --format zarr without --pca/--tokens")
-    if blockwise:
-        check_request(options, chunk, scheduler, workers)
     scene = open_scene(paths)
     inputs = [*paths, *scene.paths, weights, mixer]  # a STAC item is an input too
     check_options(options)
     outputs = Outputs.of(encode_targets(out, options), inputs, options.overwrite)  # checked here, before any work
+    options = options.for_output(out)  # what the (safe) output's name says
+    blockwise = options.fmt == "zarr" and not options.pca and not options.tokens
+    if (workers is not None or scheduler is not None or chunk is not None) and not blockwise:
+        raise InputError("--workers/--scheduler/--chunk write a Zarr store block by block: name the output .zarr, without --pca/--tokens")
+    if blockwise:
+        check_request(options, chunk, scheduler, workers)
     resolve_device(device), check_precision(precision)
     named = isinstance(model, str) and ":" not in model
     net: TileModel | None = None if named else (load_factory(model) if isinstance(model, str) else model)

@@ -79,9 +79,10 @@ def check_cog_name(out: str | Path) -> None:
         raise InputError(f"{path.name}: this output is a GeoTIFF (COG): name it {path.stem}.tif")
 
 
-def check_format(fmt: str, dtype: str) -> None:
-    """Refuse an unknown format or a feature dtype other than float32/float16 (features never go through uint8)."""
-    if fmt not in FORMATS:
+def check_format(fmt: str | None, dtype: str) -> None:
+    """Refuse an unknown format or a feature dtype other than float32/float16 (features never go through uint8);
+    ``fmt`` None: decided later from the output's name (:func:`output_format`)."""
+    if fmt is not None and fmt not in FORMATS:
         raise InputError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     if dtype not in FEATURE_DTYPES:
         raise InputError(f"--dtype {dtype!r}: use float32 or float16 (features are not integers)")

@@ -219,3 +219,26 @@ def test_version_help_and_python_m_geodino_in_a_fresh_process() -> None:
     one_line_error(r, "no model name matches 'sat*'", "'*sat*'", "dinov3_vitl16_sat493m", quiet_stdout=True)
     r = cli("models", "*sat*")
     assert r.returncode == 0 and "dinov3_vitl16_sat493m" in r.stdout and "lvd1689m" not in r.stdout
+
+
+def test_progress_is_plain_lines_every_ten_seconds_and_at_the_end_when_stderr_is_a_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import io
+
+    from rich.console import Console
+
+    app = importlib.import_module("geodino.cli.app")  # the module (geodino.cli.app the attribute is the Typer app)
+
+    log = io.StringIO()
+    monkeypatch.setattr(app, "err_console", Console(file=log, force_terminal=False, width=200))
+    now = [100.0]
+    monkeypatch.setattr(app.time, "perf_counter", lambda: now[0])
+    with app.TileBar(unit="tiles") as bar:
+        for done, t in [(1, 101.0), (2, 105.0), (5, 112.0), (6, 115.0), (9, 122.5), (10, 125.0)]:
+            now[0] = t
+            bar(done, 10)
+    assert log.getvalue().splitlines() == [
+        "encoding 5/10 tiles, 0.42 tiles/s, 0:00:12, ETA 0:00:12",  # 10 s after the start
+        "encoding 9/10 tiles, 0.40 tiles/s, 0:00:22, ETA 0:00:02",  # 10 s after the last line
+        "encoding 10/10 tiles, 0.40 tiles/s, 0:00:25",  # the end
+    ]

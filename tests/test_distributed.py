@@ -105,7 +105,7 @@ def test_a_run_killed_part_way_resumes_to_the_uninterrupted_result(tmp_path: Pat
 def test_block_runs_refuse_bad_requests_in_one_line(tmp_path: Path) -> None:
     src = write_scene(tmp_path / "scene.tif", 64, 64)
     tiny = ("--model", "geodino_tiny_mlp", "--weights", "random")
-    assert_one_line_error(run("encode", src, tmp_path / "o.tif", *tiny, "--workers", "2"), "--format zarr")
+    assert_one_line_error(run("encode", src, tmp_path / "o.tif", *tiny, "--workers", "2"), "name the output .zarr")
     assert_one_line_error(run("encode", src, tmp_path / "o.zarr", *tiny, "--format", "zarr", "--workers", "0"), "--workers 0")
     assert_one_line_error(run("encode", src, tmp_path / "o.zarr", *tiny, "--format", "zarr", "--chunk", "0"), "--chunk 0")
     both = run("encode", src, tmp_path / "o.zarr", *tiny, "--format", "zarr", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1")

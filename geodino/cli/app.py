@@ -144,8 +144,7 @@ class ElapsedColumn(ProgressColumn):
     """Time since the job started (not since the first tile finished)."""
 
     def render(self, task: Task) -> Text:
-        s = int(task.fields.get("elapsed") or 0)
-        return Text(f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}", style="progress.elapsed")
+        return Text(clock(task.fields.get("elapsed") or 0), style="progress.elapsed")
 
 
 class EtaColumn(ProgressColumn):
@@ -155,28 +154,54 @@ class EtaColumn(ProgressColumn):
         rate = task.fields.get("rate")
         if not rate or task.total is None:
             return Text("ETA -", style="progress.remaining")
-        left = int((task.total - task.completed) / rate)
-        return Text(f"ETA {left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}", style="progress.remaining")
+        return Text(f"ETA {clock((task.total - task.completed) / rate)}", style="progress.remaining")
+
+
+def clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+#: Seconds between progress lines when stderr is not a terminal (a log file, a pipe, a batch job).
+LOG_EVERY = 10.0
 
 
 class TileBar:
     """A rich progress bar on stderr (tiles, tiles/s, elapsed, ETA) that appears at the first tile, so
-    errors raised while checking inputs stay one line. Call it as ``progress(done, total)``."""
+    errors raised while checking inputs stay one line. Call it as ``progress(done, total)``. When stderr is not a
+    terminal, plain lines instead: one every :data:`LOG_EVERY` seconds and one at the end."""
 
     def __init__(self, label: str = "encoding", unit: str = "tiles") -> None:
         self.label, self.unit = label, unit
         self.bar: Progress | None = None
         self.start = time.perf_counter()
+        self._logged = self.start
+        self._started = False
 
     def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
+        if not self._started:
             flush_notes()  # the work has started: what geodino decided goes above the bar
+            self._started = True
+        if not err_console.is_terminal:
+            self._line(done, total)
+            return
+        if self.bar is None:
             cols = (TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TextColumn(self.unit), RateColumn(), ElapsedColumn())
             self.bar = Progress(*cols, EtaColumn(), console=err_console)
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=total, rate=None, elapsed=0, unit=self.unit)
         elapsed = time.perf_counter() - self.start
         self.bar.update(self.task, completed=done, total=total, rate=done / max(elapsed, 1e-9), elapsed=elapsed)
+
+    def _line(self, done: int, total: int) -> None:
+        """``encoding 12/81 tiles, 3.40 tiles/s, 0:00:03, ETA 0:00:20`` every :data:`LOG_EVERY` s, and at the end."""
+        now = time.perf_counter()
+        if done < total and now - self._logged < LOG_EVERY:
+            return
+        self._logged, elapsed = now, now - self.start
+        rate = done / max(elapsed, 1e-9)
+        eta = f", ETA {clock((total - done) / rate)}" if done < total and rate > 0 else ""
+        err_console.print(f"{self.label} {done}/{total} {self.unit}, {rate:.2f} {self.unit}/s, {clock(elapsed)}{eta}", highlight=False)
 
     def __enter__(self) -> TileBar:
         self.start = time.perf_counter()

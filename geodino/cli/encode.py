@@ -75,8 +75,8 @@ def encode_cmd(
     options = EncodeOptions(
         tile=tile, overlap=overlap, batch_size=batch_size, read_threads=read_threads, sensor=sensor, bands=bands, gsd=gsd,
         allow_clipping=allow_clipping, fmt=fmt, dtype=dtype, pca=pca, tokens=tokens, overwrite=overwrite,
-    ).for_output(target)  # fmt: skip
-    blockwise = options.fmt == "zarr" and not pca and not tokens
+    )  # fmt: skip
+    blockwise = options.named_format(target) == "zarr" and not pca and not tokens
     with TileBar(unit="blocks" if blockwise else "tiles") as bar:
         res = encode_run(
             paths, target, model=model, weights=weights, layers=layers, device=device, precision=precision, mixer=mixer,
