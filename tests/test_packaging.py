@@ -25,7 +25,9 @@ def test_a_wheel_installed_with_prefix_encodes_with_a_preset_from_outside_the_ch
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = wheels.glob("geodino-*.whl")
     prefix = tmp_path / "prefix"
-    inst = subprocess.run([*pip, "install", "--no-deps", "--prefix", str(prefix), str(wheel)], capture_output=True, text=True)
+    # --ignore-installed: pip would otherwise uninstall the geodino this interpreter runs before installing elsewhere
+    argv = [*pip, "install", "--no-deps", "--ignore-installed", "--prefix", str(prefix), str(wheel)]
+    inst = subprocess.run(argv, capture_output=True, text=True)
     assert inst.returncode == 0, inst.stderr[-3000:]
     site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
     assert (site / "geodino" / "py.typed").exists() and (prefix / "share" / "geodino" / "sensors" / "rgb8.yaml").exists()
@@ -42,5 +44,7 @@ def test_a_wheel_installed_with_prefix_encodes_with_a_preset_from_outside_the_ch
     run = subprocess.run([*argv, "--sensor", "rgb8", "--tile", "64", "--overlap", "16"], cwd=work, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "preset: rgb8" in run.stdout and (work / "f.tif").exists()
+    mine = subprocess.run([sys.executable, "-c", "import geodino; print(geodino.__file__)"], cwd=work, capture_output=True, text=True)
+    assert mine.returncode == 0 and not Path(mine.stdout.strip()).is_relative_to(prefix), mine.stderr  # this install untouched
     licence = subprocess.run([sys.executable, "-m", "zipfile", "-l", str(wheel)], capture_output=True, text=True).stdout
     assert "licenses/LICENSE" in licence
