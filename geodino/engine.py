@@ -35,7 +35,7 @@ from geodino.stitch import Sink, Stitcher
 from geodino.tilemodel import TileModel, check_finite, check_shape, patches_of
 from geodino.tiling import Tile
 from geodino.tokens import TokenCollector, tokens_path
-from geodino.writer import EXTENSIONS, GDAL_CACHE_MB, FeatureWriter, check_format, output_format
+from geodino.writer import EXTENSIONS, GDAL_CACHE_MB, HALF_FLOAT_COG, FeatureWriter, check_format, output_format
 
 #: ``progress(tiles_done, tiles_total)``
 Progress = Callable[[int, int], None]
@@ -186,8 +186,9 @@ def _encode(job: Job, outs: OutputSet, model: TileModel, options: EncodeOptions,
         width = writer.strip_width if tokens is None and job.scale == 1 else None  # (tokens: once per tile)
         model_seconds, skipped = stitch_strips(job, model, writer, width, progress, on_tile, stages)
         pca = fit_pca(sampler.sample(), options.pca) if sampler is not None and options.pca else None
+        storage = {"storage": HALF_FLOAT_COG} if fmt == "cog" and options.dtype == "float16" else {}
         record = job.record(model, content_of(model, pca), tiles_skipped_empty=skipped, pca=pca.record() if pca else None,
-                            dtype=options.dtype, nodata="nan", seconds_before_finish=stages.record())  # fmt: skip
+                            dtype=options.dtype, **storage, nodata="nan", seconds_before_finish=stages.record())  # fmt: skip
         meta = record.as_dict()
         names = pca_names(pca.k) if pca is not None else list(job.channels)
         writer.finish(meta, names, pca.transform if pca is not None else None)

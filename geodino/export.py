@@ -10,7 +10,7 @@ from odc.geo.geobox import GeoBox
 from geodino.errors import InputError, OutputError
 from geodino.lock import OutputLock
 from geodino.outputs import OutputSet, check_targets, run_lock
-from geodino.writer import BLOCK, FeatureWriter, check_cog_name, check_format
+from geodino.writer import BLOCK, HALF_FLOAT_COG, FeatureWriter, check_cog_name, check_format
 from geodino.zarrstore import check_sealed
 
 #: bytes of features held per strip while exporting
@@ -44,6 +44,9 @@ def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overw
     meta = {k: v for k, v in feats.attrs.items() if not k.startswith("_") and k not in ("long_name", "units")}
     meta["exported_from"] = str(src)
     meta["dtype"] = dtype
+    meta.pop("storage", None)
+    if dtype == "float16":
+        meta["storage"] = HALF_FLOAT_COG
     rows = max(1, min(BLOCK, STRIP_BYTES // max(1, w * d * 4)))
     with (
         OutputLock(

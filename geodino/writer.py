@@ -52,6 +52,8 @@ NODATA_CLASS = 255
 WRITE_AHEAD = 1
 
 
+#: What a float16 COG holds, in its record: GDAL before 3.11 has no Float16 type and shows these as Float32.
+HALF_FLOAT_COG = "IEEE half floats (BitsPerSample 16, SampleFormat IEEEFP): GDAL before 3.11 reads them as Float32, NBITS=16, exactly"
 #: What an output's name says it is.
 EXTENSIONS = {".tif": "cog", ".tiff": "cog", ".zarr": "zarr"}
 

@@ -123,6 +123,11 @@ def test_block_runs_store_half_floats_like_the_streaming_writer(tmp_path: Path, 
     z = xr.open_zarr(tmp_path / "b.zarr")["features"]
     assert z.dtype == np.float16
     np.testing.assert_array_equal(z.values.astype(np.float32), read_cog(tmp_path / "a.tif")[0])
+    assert run("export", tmp_path / "b.zarr", tmp_path / "c.tif", "--dtype", "float16").exit_code == 0
+    import rasterio
+
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "c.tif") as c:
+        assert a.tags()["GEODINO_STORAGE"] == c.tags()["GEODINO_STORAGE"] and "NBITS=16" in c.tags()["GEODINO_STORAGE"]
 
 
 def test_an_existing_cluster_by_address_builds_the_model_once_per_worker(tmp_path: Path) -> None:

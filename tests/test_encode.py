@@ -140,7 +140,9 @@ def test_zarr_output_float16_and_pca(tmp_path: Path, tiny: FeatureExtractor) -> 
     half = encode_scene(src, tmp_path / "f16.tif", tiny, EncodeOptions(tile=256, overlap=32, dtype="float16"))
     with rasterio.open(full.out) as a, rasterio.open(half.out) as b:
         f32, f16 = a.read(), b.read()
-        assert b.tags(1, "IMAGE_STRUCTURE").get("NBITS") == "16"
+        assert b.tags(1, "IMAGE_STRUCTURE").get("NBITS") == "16"  # GDAL 3.10 shows the half floats as Float32, NBITS=16
+        assert b.tags()["GEODINO_DTYPE"] == "float16" and "reads them as Float32, NBITS=16" in b.tags()["GEODINO_STORAGE"]
+        assert "GEODINO_STORAGE" not in a.tags()
     assert np.array_equal(f16, f32.astype(np.float16).astype(np.float32))
     z = encode_scene(src, tmp_path / "f.zarr", tiny, EncodeOptions(tile=256, overlap=32, fmt="zarr", pca=3))
     ds = xr.open_zarr(z.out, decode_coords="all")
