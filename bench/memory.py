@@ -53,7 +53,7 @@ def measure(size: int, workdir: Path) -> float:
 
 def child(scene: str, out: str, tile: int, overlap: int, model: str = MODEL) -> None:
     """Encode ``scene`` to ``out`` and print ``{"peak_kib", "before_kib", "seconds", ...}`` as JSON on stdout."""
-    from geodino.device import limit_malloc_arenas
+    from geodino.allocator import limit_malloc_arenas
     from geodino.engine import EncodeOptions, encode_scene
     from geodino.features import FeatureExtractor
     from geodino.models import build_model

@@ -1,7 +1,6 @@
 """geodino: georeferenced DINOv3 features and predictions for satellite and aerial scenes."""
 
 from geodino.errors import GeodinoError, InputError, SpecError, WeightsError
-from geodino.models import build_model, get_spec, list_models
 
 __version__ = "0.1.0"
 
@@ -39,10 +38,12 @@ _LAZY |= dict.fromkeys(["open_features", "pca_rgb", "similarity", "kmeans", "plo
 _LAZY |= dict.fromkeys(["TileModel", "TorchTileModel", "Tokens"], "geodino.tilemodel")
 _LAZY |= dict.fromkeys(["Job", "Tiling", "BandChoice", "prepare_job"], "geodino.job")
 _LAZY |= dict.fromkeys(["canopy_run", "train_run", "land_cover_run"], "geodino.predict_runs")
+_LAZY |= dict.fromkeys(["build_model", "get_spec", "list_models"], "geodino.models")  # torch: imported on first use
 
 
 def __getattr__(name: str) -> object:
-    """The notebook API (:mod:`geodino.api`, :mod:`geodino.explore`), imported on first use: the CLI starts without xarray/dask."""
+    """The API (:mod:`geodino.api`, :mod:`geodino.explore`, :mod:`geodino.models`, ...), imported on first use: a
+    command starts without torch, xarray or dask until it needs them (``geodino --help`` in a fraction of a second)."""
     if name in _LAZY:
         import importlib
 

@@ -21,7 +21,7 @@ import rasterio
 import torch
 
 from geodino.adapter import BandAdapter
-from geodino.device import trim_free_memory
+from geodino.allocator import trim_free_memory
 from geodino.errors import InputError
 from geodino.estimate import Stages
 from geodino.features import FeatureExtractor

@@ -242,3 +242,10 @@ def test_progress_is_plain_lines_every_ten_seconds_and_at_the_end_when_stderr_is
         "encoding 9/10 tiles, 0.40 tiles/s, 0:00:22, ETA 0:00:02",  # 10 s after the last line
         "encoding 10/10 tiles, 0.40 tiles/s, 0:00:25",  # the end
     ]
+
+
+def test_the_command_line_starts_without_torch_gdal_or_dask() -> None:
+    """``geodino --help`` must not pay for torch (about 1 s), rasterio or dask: commands import them when they run."""
+    code = "import sys, geodino.cli; print(sorted(m for m in ('torch', 'rasterio', 'dask', 'xarray', 'numpy') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)

@@ -4,6 +4,7 @@ the checkout (presets found through the installed distribution, not the checkout
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,8 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_a_wheel_installed_with_prefix_encodes_with_a_preset_from_outside_the_checkout(tmp_path: Path) -> None:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    wheels = tmp_path / "wheels"
-    argv = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)]
+    wheels, src = tmp_path / "wheels", tmp_path / "src"  # built from a copy: setuptools leaves build/ in the source folder
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    for folder in ("geodino", "configs"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    argv = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)]
     built = subprocess.run(argv, capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = wheels.glob("geodino-*.whl")

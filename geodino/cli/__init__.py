@@ -1,8 +1,8 @@
 """Command-line interface: a thin layer over library functions (one module per command group)."""
 
+from geodino.allocator import limit_malloc_arenas
 from geodino.cli import demo, encode, models, predict  # noqa: F401  (registers the commands)
 from geodino.cli.app import app
-from geodino.device import limit_malloc_arenas
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ from typing import Annotated, cast
 import typer
 
 from geodino.cli.app import TileBar, app, console, guard
-from geodino.demo import load_or_random, run_demo
 
 
 @app.command("demo")
@@ -25,6 +24,8 @@ def demo_cmd(
     ] = True,
 ) -> None:
     """Encode a whole scene into a georeferenced feature COG plus a PCA quicklook, and say what happened."""
+    from geodino.demo import load_or_random, run_demo
+
     net, why_random = load_or_random(model, weights, check_hash)
     if why_random:
         console.print(f"[bold yellow]No real weights found, using RANDOM weights[/]: {why_random}")

@@ -26,11 +26,6 @@ from geodino.cli.options import (
     TileOpt,
     WeightsOpt,
 )  # fmt: skip
-from geodino.cluster import ZarrResult
-from geodino.engine import EncodeOptions
-from geodino.export import export_cog
-from geodino.report import format_report, report_json, scene_report
-from geodino.runs import Hooks, encode_run, split_output
 
 
 def warn(message: str) -> None:
@@ -71,6 +66,10 @@ def encode_cmd(
 
     Zarr outputs are written block by block on a dask scheduler and resume after an interruption.
     """
+    from geodino.cluster import ZarrResult
+    from geodino.engine import EncodeOptions
+    from geodino.runs import Hooks, encode_run, split_output
+
     paths, target = split_output(paths, out, "geodino encode SCENE... OUT (or --out OUT)")
     options = EncodeOptions(
         tile=tile, overlap=overlap, batch_size=batch_size, read_threads=read_threads, sensor=sensor, bands=bands, gsd=gsd,
@@ -113,6 +112,8 @@ def export_cmd(
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
 ) -> None:
     """Write a feature COG from a Zarr store (streamed strip by strip, same tags as encode writes)."""
+    from geodino.export import export_cog
+
     res = export_cog(store, out, dtype, overwrite)
     console.print(f"wrote {res}: from {store}")
 
@@ -141,6 +142,8 @@ def info_cmd(
     writes, the total for the scene and whether it would be model-bound or I/O-bound. Exits 0 for any readable raster;
     2 for missing/unreadable files or bad options.
     """
+    from geodino.report import format_report, report_json, scene_report
+
     report = scene_report(paths, model, sensor, bands, tile, overlap, batch_size, gsd, allow_clipping, estimate, device)
     if as_json:
         typer.echo(report_json(report))

@@ -11,8 +11,6 @@ from rich.table import Column, Table
 
 from geodino.cli.app import app, console, guard
 from geodino.errors import InputError
-from geodino.estimate import n_params
-from geodino.models import build_model, download, get_spec, list_models, save_checkpoint
 from geodino.outputs import OutputSet
 
 WeightsOpt = Annotated[str | None, typer.Option("--weights", help="checkpoint file, HF folder, or 'random'")]
@@ -23,6 +21,9 @@ CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="weights cach
 @guard
 def models_cmd(pattern: Annotated[str, typer.Argument(help="glob over names")] = "*") -> None:
     """List the weights specs geodino can build."""
+    from geodino.estimate import n_params
+    from geodino.models import get_spec, list_models
+
     name_col, file_col = Column("name", no_wrap=True), Column("official file", no_wrap=True)
     table = Table(name_col, "arch", "params", "bands", "mean / std", file_col, title="DINOv3 weights specs")
     names = list_models(pattern)
@@ -55,6 +56,7 @@ def download_cmd(
     A file already in the cache is checked the same way and downloaded again when it fails; a file that
     does not load is removed from the cache."""
     from geodino.heads.chmv2 import HEADS, build_canopy_model
+    from geodino.models import build_model, download, get_spec
 
     if model in HEADS:
         head = HEADS[model]
@@ -81,6 +83,8 @@ def download_cmd(
 @guard
 def check_weights_cmd(model: str, weights: WeightsOpt = None, cache_dir: CacheOpt = None, check_hash: bool = True) -> None:
     """Find and load a model's weights, and say where they came from."""
+    from geodino.models import build_model
+
     m = build_model(model, weights, cache=cache_dir, check_hash=check_hash)
     info = m.weights_info
     assert info is not None  # build_model records where the weights came from
@@ -98,6 +102,8 @@ def convert_cmd(
     check_hash: bool = True,
 ) -> None:
     """Convert a checkpoint between Meta's and Hugging Face's layouts."""
+    from geodino.models import build_model, save_checkpoint
+
     if to not in ("meta", "hf"):
         raise InputError(f"--to must be 'meta' or 'hf', not {to!r}")
     if dst.exists() or dst.is_symlink():

@@ -4,11 +4,12 @@ of the library's option values from them."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from geodino.job import BandChoice, Tiling
+if TYPE_CHECKING:
+    from geodino.job import BandChoice, Tiling
 
 SceneArg = Annotated[list[str], typer.Argument(help="a raster, or several single-band rasters on one grid (band files)")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="output path (default: the last argument)")]
@@ -33,8 +34,12 @@ OverwriteOpt = Annotated[bool, typer.Option(help="replace an existing output (on
 
 
 def tiling(tile: int, overlap: int, batch_size: int, read_threads: int = 2) -> Tiling:
+    from geodino.job import Tiling
+
     return Tiling(tile=tile, overlap=overlap, batch_size=batch_size, read_threads=read_threads)
 
 
 def choice(sensor: str | None, bands: str | None, gsd: float | None, allow_clipping: bool) -> BandChoice:
+    from geodino.job import BandChoice
+
     return BandChoice(sensor=sensor, bands=bands, gsd=gsd, allow_clipping=allow_clipping)

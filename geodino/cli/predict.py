@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -25,9 +25,9 @@ from geodino.cli.options import (
     tiling,
 )  # fmt: skip
 from geodino.errors import InputError
-from geodino.predict import PredictResult
-from geodino.predict_runs import canopy_run, land_cover_run, train_run
-from geodino.runs import Hooks, split_output
+
+if TYPE_CHECKING:
+    from geodino.predict import PredictResult
 
 
 def _stages(res: PredictResult) -> str:
@@ -59,6 +59,9 @@ def canopy_height_cmd(
     profile: ProfileOpt = False,
 ) -> None:
     """Canopy height in metres with the CHMv2 head, as a COG; optionally evaluated against a reference CHM."""
+    from geodino.predict_runs import canopy_run
+    from geodino.runs import Hooks
+
     with TileBar() as bar:
         run = canopy_run(
             scene, out, head=head, weights=weights, backbone_weights=backbone_weights, tiling=tiling(tile, overlap, batch_size),
@@ -101,6 +104,9 @@ def train_head_cmd(
     check_hash: CheckHashOpt = True,
 ) -> None:
     """Train a linear land-cover head (BatchNorm + 1x1 conv) on frozen features from labelled polygons or a label raster."""
+    from geodino.predict_runs import train_run
+    from geodino.runs import Hooks
+
     if len(scene) < 2:
         raise InputError("give the scene and the labels: geodino train-head SCENE... LABELS --out HEAD")
     *paths, labels = scene
@@ -142,6 +148,9 @@ def land_cover_cmd(
     profile: ProfileOpt = False,
 ) -> None:
     """Land-cover classes (uint8 COG with a colour table, nodata 255) from a trained head."""
+    from geodino.predict_runs import land_cover_run
+    from geodino.runs import Hooks, split_output
+
     paths, out = split_output(scene, None, "geodino land-cover SCENE... OUT --head HEAD")
     with TileBar() as bar:
         run = land_cover_run(
