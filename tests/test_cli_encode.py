@@ -181,3 +181,36 @@ def test_the_output_name_decides_the_format_and_a_name_that_says_otherwise_is_re
     res = run("canopy-height", scene, tmp_path / "h.zarr", "--head", "geodino_tiny_chmv2", "--weights", "random")
     assert_one_line_error(res, "h.zarr", "COG", "h.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.zarr", "scene.tif"]
+
+
+def test_info_reads_geodino_s_own_outputs_back(tmp_path: Path, scene: Path) -> None:
+    """``geodino info OUT`` on a COG or Zarr store geodino wrote says what it is and how it was made (it used to list
+    1024 feature bands as scene bands of unknown identity)."""
+    import json
+
+    opts = (*TINY, "--tile", "64", "--overlap", "16")
+    assert run("encode", scene, tmp_path / "f.tif", *opts, "--dtype", "float16").exit_code == 0
+    assert run("encode", scene, tmp_path / "f.zarr", *opts).exit_code == 0
+    text = run("info", tmp_path / "f.tif")
+    assert text.exit_code == 0, text.output
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith(f"output     {tmp_path / 'f.tif'}: a COG geodino 0.1.0 wrote on 20")
+    assert lines[2].startswith("grid       11x10 cells x 64 bands float16 (IEEE half floats")
+    assert lines[2].endswith("EPSG:32633, nodata nan")
+    assert "model      geodino_tiny_mlp, weights RANDOM (the values carry no meaning)" in lines
+    assert f"scene      {scene}" in lines
+    docs = {}
+    for name in ("f.tif", "f.zarr"):
+        res = run("info", tmp_path / name, "--json")
+        assert res.exit_code == 0, res.output
+        docs[name] = json.loads(res.stdout)
+    cog, zarr = docs["f.tif"], docs["f.zarr"]
+    assert (cog["format"], zarr["format"]) == ("cog", "zarr") and cog["schema"] == zarr["schema"] == "geodino-output-info/1"
+    for doc in (cog, zarr):
+        g = doc["grid"]
+        assert (g["width"], g["height"], g["bands"], g["crs"], g["nodata"]) == (11, 10, 64, "EPSG:32633", "nan")
+        assert g["band_names"][0] == "L2_0000" and doc["record"]["model"] == "geodino_tiny_mlp" and doc["record"]["tile"] == 64
+    assert cog["record"]["adapter"] == zarr["record"]["adapter"] and cog["record"]["dtype"] == "float16"
+    differ = {k for k in {*cog["record"], *zarr["record"]} if cog["record"].get(k) != zarr["record"].get(k)}
+    # what differs is the run, not the record's form: when, the dtype, and a streamed run's stages or a block run's blocks
+    assert differ <= {"created", "dtype", "storage", "seconds_before_finish", "tiles_skipped_empty", "blocks", "completion"}, differ

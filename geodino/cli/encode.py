@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -140,10 +141,20 @@ def info_cmd(
     invalid pixels, preset and why (or why none fits and a command that works), stretch and clipping, resampling,
     feature grid, tile plan, memory; with --estimate, seconds per tile of the model on --device, of the reads and of the
     writes, the total for the scene and whether it would be model-bound or I/O-bound. Exits 0 for any readable raster;
-    2 for missing/unreadable files or bad options.
+    2 for missing/unreadable files or bad options. Given an output geodino wrote (a COG or Zarr store), says what
+    it is, its grid and how it was made (its run record).
     """
+    from geodino.outputinfo import format_output, output_info
     from geodino.report import format_report, report_json, scene_report
 
+    product = output_info(paths[0]) if len(paths) == 1 else None
+    if product is not None:
+        if as_json:
+            typer.echo(json.dumps(product, indent=1, default=str))
+            return
+        for line in format_output(product):
+            console.print(line, markup=False, highlight=False)
+        return
     report = scene_report(paths, model, sensor, bands, tile, overlap, batch_size, gsd, allow_clipping, estimate, device)
     if as_json:
         typer.echo(report_json(report))
