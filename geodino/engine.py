@@ -35,7 +35,7 @@ from geodino.stitch import Sink, Stitcher
 from geodino.tilemodel import TileModel, check_finite, check_shape, patches_of
 from geodino.tiling import Tile
 from geodino.tokens import TokenCollector, tokens_path
-from geodino.writer import EXTENSIONS, GDAL_CACHE_MB, HALF_FLOAT_COG, FeatureWriter, check_format, output_format
+from geodino.writer import GDAL_CACHE_MB, HALF_FLOAT_COG, FeatureWriter, check_format, named_format, output_format
 
 #: ``progress(tiles_done, tiles_total)``
 Progress = Callable[[int, int], None]
@@ -67,7 +67,7 @@ class EncodeOptions:
 
     def named_format(self, out: str | Path) -> str | None:
         """``fmt``, else the format ``out``'s name says (None: neither; :meth:`for_output` refuses that)."""
-        return self.fmt or EXTENSIONS.get(Path(out).suffix.lower())
+        return self.fmt or named_format(out)
 
     @property
     def tiling(self) -> Tiling:

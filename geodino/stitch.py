@@ -113,16 +113,16 @@ class Stitcher:
         ``(t, t)`` bool."""
         if tile.row != self._tile_row:
             raise ValueError(f"tile row {tile.row} added while row {self._tile_row} is open: call finish_row first")
+        top = tile.cell_row * self.scale - self.origin[0]
+        if top != self._base:
+            raise ValueError(f"tile {tile.row},{tile.col} starts at row {top}, the open tile row at {self._base}")
         v = torch.from_numpy(out).permute(2, 0, 1) if isinstance(out, np.ndarray) else out.to(self.device)
         cv = torch.as_tensor(cell_valid, device=self.device)
-        top = tile.cell_row * self.scale - self.origin[0]
         c = tile.cell_col * self.scale - self.origin[1]
         all_valid = bool(cv.all())
         w = self.window if all_valid else self.window * cv
         if not all_valid:  # cells with no valid pixel carry no weight, and may hold anything (0/0 of padding)
             v = torch.where(cv, v, 0.0)
-        if top != self._base:
-            raise ValueError(f"tile {tile.row},{tile.col} starts at row {top}, the open tile row at {self._base}")
         rows, cols = self._rows[top], self._cols[c]
         self._added.add(c)
         width = min(self.tile_out, self.grid_shape[1] - c)
@@ -156,8 +156,8 @@ class Stitcher:
         """Flush the rows no later tile touches and slide the shared rows down to the next tile row."""
         done = min(self.plan.rows_done_after(self._tile_row) * self.scale, self.full_rows) - self.origin[0]
         n = done - self._base
-        rows = self._rows.get(self._base)
-        if n > 0 and rows is not None:
+        rows = self._rows[self._base]  # every tile row starts where the previous one's finished rows ended
+        if n > 0:
             for i0, i1 in rows.own:
                 i1 = min(i1, n)
                 if i1 <= i0:

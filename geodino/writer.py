@@ -58,12 +58,16 @@ HALF_FLOAT_COG = "IEEE half floats (BitsPerSample 16, SampleFormat IEEEFP): GDAL
 EXTENSIONS = {".tif": "cog", ".tiff": "cog", ".zarr": "zarr"}
 
 
+def named_format(out: str | Path) -> str | None:
+    """The format ``out``'s name says (:data:`EXTENSIONS`), or None."""
+    return EXTENSIONS.get(Path(out).suffix.lower())
+
+
 def output_format(out: str | Path, fmt: str | None) -> str:
     """The format of the output ``out``: ``fmt`` (``cog`` or ``zarr``), else the one its extension names (``.tif``,
     ``.tiff``: COG; ``.zarr``: Zarr). A name that says the other format is refused (a GeoTIFF named ``.zarr`` opens
     nowhere), and so is a name that says none when ``fmt`` is not given."""
-    path = Path(out)
-    named = EXTENSIONS.get(path.suffix.lower())
+    path, named = Path(out), named_format(out)
     if fmt is None:
         if named is None:
             raise InputError(f"{path.name}: name the output .tif (a COG) or .zarr (a Zarr store), or give --format cog|zarr")
@@ -77,7 +81,7 @@ def output_format(out: str | Path, fmt: str | None) -> str:
 def check_cog_name(out: str | Path) -> None:
     """Refuse a COG output named as a Zarr store (it would open nowhere)."""
     path = Path(out)
-    if EXTENSIONS.get(path.suffix.lower()) == "zarr":
+    if named_format(path) == "zarr":
         raise InputError(f"{path.name}: this output is a GeoTIFF (COG): name it {path.stem}.tif")
 
 
