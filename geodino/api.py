@@ -26,8 +26,7 @@ from geodino.models.vit import DinoVisionTransformer
 from geodino.scene import Scene
 from geodino.scene import open_scene as scene_of
 from geodino.tilemodel import TileModel, refuse_backbone_options
-from geodino.tiling import cell_centres, grid_crs
-from geodino.zarrstore import zarr_attrs
+from geodino.zarrstore import feature_array
 
 SCENE_ATTR = "geodino_scene"
 
@@ -175,9 +174,4 @@ def lazy_job(job: Job, model: ModelRef | TileModel, chunk: int, built: TileModel
     for b in blocks.blocks():
         task = dask.delayed(run_block, pure=False, traverse=False)(job, held, b, dask_key_name=f"{name}-{b.key}")
         rows[b.i].append(da.from_delayed(task, shape=(job.dim, *b.shape), dtype=np.float32, name=f"{name}-array-{b.key}"))
-    grid = job.grid
-    y, x = cell_centres(grid)
-    attrs = zarr_attrs(block_record(job, blocks, net))
-    coords = {"feature": list(job.channels), "y": y, "x": x}
-    out = xr.DataArray(da.block(rows), dims=("feature", "y", "x"), coords=coords, attrs=attrs, name="features")
-    return out.rio.write_crs(grid_crs(grid).to_wkt()).rio.write_transform(grid.affine).rio.write_nodata(np.nan, encoded=False)
+    return feature_array(da.block(rows), job.grid, job.channels, block_record(job, blocks, net))

@@ -23,29 +23,32 @@ if TYPE_CHECKING:
 
 
 def open_features(path: str | Path, chunks: dict[str, int] | None = None) -> xr.DataArray:
-    """A feature raster (COG or Zarr from ``geodino encode``) as a lazy DataArray ``(feature, y, x)`` with its CRS."""
+    """A feature raster (COG or Zarr from ``geodino encode``) as a lazy DataArray ``(feature, y, x)`` with its CRS,
+    the channel names as the ``feature`` coordinate and the run's record as ``attrs`` (the same from either format)."""
     import rioxarray
+
+    from geodino.record import record_from_attrs, record_from_tags
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"features not found: {path}")
     if path.suffix == ".zarr" or path.is_dir():
-        ds = xr.open_zarr(path, decode_coords="all")
+        ds = xr.open_zarr(path, decode_coords="all", chunks=chunks) if chunks else xr.open_zarr(path, decode_coords="all")
         if not ds.data_vars:
             raise InputError(f"{path} holds no arrays: not a feature store")
         da = ds["features"] if "features" in ds else ds[next(iter(ds.data_vars))]
-        if "band_name" in da.coords:
-            da = da.assign_coords(band=da["band_name"].values)
-        da.attrs = {**ds.attrs, **da.attrs}
-    else:
-        opened = rioxarray.open_rasterio(path, chunks=chunks or {"band": -1, "y": 256, "x": 256}, mask_and_scale=True)
-        if not isinstance(opened, xr.DataArray):  # a file of subdatasets (e.g. netCDF) opens as a Dataset or a list
-            raise InputError(f"{path} holds several arrays (subdatasets): not a feature raster")
-        da = opened
-        names = da.attrs.get("long_name")
-        if isinstance(names, (tuple, list)) and len(names) == da.sizes["band"]:
-            da = da.assign_coords(band=list(names))
-    return da.rename(band="feature") if "band" in da.dims else da
+        if "band_name" in da.coords:  # stores written before the one layout: (band, y, x) with band names apart
+            da = da.assign_coords(band=da["band_name"].values).drop_vars("band_name").rename(band="feature")
+        da.attrs = record_from_attrs({**da.attrs, **ds.attrs})
+        return da
+    opened = rioxarray.open_rasterio(path, chunks=chunks or {"band": -1, "y": 256, "x": 256}, mask_and_scale=True)
+    if not isinstance(opened, xr.DataArray):  # a file of subdatasets (e.g. netCDF) opens as a Dataset or a list
+        raise InputError(f"{path} holds several arrays (subdatasets): not a feature raster")
+    names = opened.attrs.get("long_name")
+    if isinstance(names, (tuple, list)) and len(names) == opened.sizes["band"]:
+        opened = opened.assign_coords(band=list(names))
+    opened.attrs = record_from_tags({k: str(v) for k, v in opened.attrs.items()})
+    return opened.rename(band="feature").rename("features")
 
 
 def _table(features: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:

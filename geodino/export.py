@@ -18,7 +18,7 @@ STRIP_BYTES = 256 * 2**20
 
 
 def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overwrite: bool = False) -> Path:
-    """Write the COG ``out`` from a feature store ``(band, y, x)`` written by ``geodino encode --format zarr``:
+    """Write the COG ``out`` from a feature store ``(feature, y, x)`` written by ``geodino encode --format zarr``:
     same grid, CRS, band names and ``GEODINO_*`` tags (plus ``GEODINO_EXPORTED_FROM``). Atomic, like encode.
     Unfinished stores and stores that lost chunks are refused (their completion record, not NaN, tells)."""
     from geodino.explore import open_features
@@ -37,11 +37,11 @@ def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overw
             f"{src} cannot be read as a feature store: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
     if feats.dims != ("feature", "y", "x") or feats.rio.crs is None:
-        raise InputError(f"{src} is not a geodino feature store: want (band or feature, y, x) with a CRS, got {dict(feats.sizes)}")
+        raise InputError(f"{src} is not a geodino feature store: want (feature, y, x) with a CRS, got {dict(feats.sizes)}")
     d, h, w = (feats.sizes[k] for k in ("feature", "y", "x"))
     geobox = GeoBox((h, w), feats.rio.transform(), feats.rio.crs.to_wkt())
     names = [str(n) for n in feats["feature"].values]
-    meta = {k: v for k, v in feats.attrs.items() if not k.startswith("_") and k not in ("long_name", "units")}
+    meta = dict(feats.attrs)
     meta["exported_from"] = str(src)
     meta["dtype"] = dtype
     meta.pop("storage", None)

@@ -1,30 +1,19 @@
 """What a geodino output says about itself: its grid and its run record, read back from a COG's ``GEODINO_*`` tags or
 a Zarr store's attributes (``geodino info OUT``).
 
-Values come back as the record held them: a COG tag (text) or a Zarr attribute that holds JSON is decoded, other
-strings stay strings, so a COG and a Zarr store of the same run give the same record.
+Records are read back by :mod:`geodino.record`, so a COG and a Zarr store of the same run give the same record.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from geodino.record import record_from_attrs, record_from_tags
+
 #: The ``--json`` document's schema name.
 SCHEMA = "geodino-output-info/1"
-
-
-def _value(v: object, scalars: bool = False) -> object:
-    """A record value as it was: JSON lists and mappings decoded; with ``scalars`` (GeoTIFF tags, which hold text
-    only) numbers, booleans and null too."""
-    if isinstance(v, str) and (v[:1] in "[{" or v == "null" or scalars):
-        try:
-            return json.loads(v)
-        except ValueError:
-            return v
-    return v
 
 
 def output_info(path: str | Path) -> dict[str, object] | None:
@@ -42,7 +31,7 @@ def output_info(path: str | Path) -> dict[str, object] | None:
             tags = ds.tags()
             if "GEODINO_VERSION" not in tags:
                 return None
-            record = {k.removeprefix("GEODINO_").lower(): _value(v, True) for k, v in tags.items() if k.startswith("GEODINO_")}
+            record = record_from_tags(tags)
             structure = ds.tags(1, "IMAGE_STRUCTURE")
             grid = {
                 "width": ds.width, "height": ds.height, "bands": ds.count, "dtype": ds.dtypes[0], "nbits": structure.get("NBITS"),
@@ -79,11 +68,11 @@ def _zarr_info(p: Path) -> dict[str, object] | None:
         array = group["features"]
     except (KeyError, ValueError, OSError):
         return None
-    attrs = dict(group.attrs)
+    attrs = {**dict(group.attrs), **dict(array.attrs)}  # the group: stores from before the one layout
     if "version" not in attrs or not isinstance(array, zarr.Array):
         return None
-    record = {k: _value(v) for k, v in attrs.items()}
-    names = group.get("band_name")
+    record = record_from_attrs(attrs)
+    names = group.get("feature", group.get("band_name"))  # band_name: stores from before the one layout
     ref = group.get("spatial_ref")
     wkt = ref.attrs.get("crs_wkt") if ref is not None else None
     shape = tuple(int(n) for n in array.shape)

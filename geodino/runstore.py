@@ -30,10 +30,7 @@ from geodino.blocks import Block
 from geodino.errors import InputError
 from geodino.outputs import run_folder
 from geodino.rowblocks import RowBlocks, TaskPool
-from geodino.zarrstore import feature_dataset, remove_partials, seal_store
-
-#: features per Zarr chunk (chunks stay <= 64 MiB of float32 at 256x256 cells, whatever the layers)
-FEATURE_CHUNK = 256
+from geodino.zarrstore import chunks_of, feature_dataset, remove_partials, seal_store
 
 
 def _jsonable(value: object) -> Any:
@@ -178,5 +175,5 @@ def _create_store(store: Path, geobox: GeoBox, names: Sequence[str], dtype: str,
 
     h, w = geobox.shape.yx
     d = len(names)
-    data = da.full((d, h, w), np.nan, dtype=dtype, chunks=(min(d, FEATURE_CHUNK), chunk_rows(chunk), chunk))
+    data = da.full((d, h, w), np.nan, dtype=dtype, chunks=chunks_of(d, chunk_rows(chunk), chunk))
     feature_dataset(data, geobox, names, attrs).to_zarr(store, mode="w", compute=False, consolidated=True, zarr_format=2)

@@ -19,9 +19,10 @@ from odc.geo.geobox import GeoBox
 from geodino.cogfile import CogFile, CogLayout, overview_factors, template_tags
 from geodino.cogstream import IN_FLIGHT, CogStream
 from geodino.outputs import remove_path
+from geodino.record import record_attrs
 from geodino.rowblocks import RowBlocks, TaskPool
 from geodino.tiling import grid_crs
-from geodino.zarrstore import feature_dataset, seal_store, zarr_attrs
+from geodino.zarrstore import chunks_of, feature_dataset, seal_store
 
 #: Streamed COG tiles are ``COG_BLOCK`` wide (``COG_BLOCK >> k`` at overview level k) and ``BLOCK_ROWS`` high: a
 #: short block row, so little is left to compress after the last rows (a block row is compressed once all its rows
@@ -31,8 +32,8 @@ COG_BLOCK, COG_ROWS, BLOCK_ROWS = 128, 64, 32
 #: Overviews of a streamed COG: GDAL's AUTO rule for ``OVERVIEW_BLOCK``-cell blocks, at most as many levels as keep
 #: the coarsest tiles 16 wide (TIFF's least; 3 levels, 8x: a 32768-px scene's coarsest level is 256 cells).
 OVERVIEW_BLOCK = 256
-#: Zarr chunks are ``ZARR_BANDS x BLOCK_ROWS x ZARR_BLOCK``; a Zarr stream runs in strips of ``ZARR_BLOCK`` cells.
-ZARR_BANDS, ZARR_BLOCK = 256, 256
+#: Zarr chunks are ``FEATURES_PER_CHUNK x BLOCK_ROWS x ZARR_BLOCK``; a Zarr stream runs in strips of ``ZARR_BLOCK`` cells.
+ZARR_BLOCK = 256
 #: Bytes kept free beside a streamed COG's IFDs for the run's record, known only at the end.
 TAG_SPARE = 1 << 20
 
@@ -91,7 +92,8 @@ class CogFeatureStream:
 
 class ZarrFeatureStream:
     """A Zarr store at ``dest`` (the layout of :func:`~geodino.zarrstore.feature_dataset`, chunks
-    :data:`ZARR_BANDS` x :data:`BLOCK_ROWS` x :data:`ZARR_BLOCK`) whose chunks are compressed and written by a pool during the run."""
+    :data:`~geodino.zarrstore.FEATURES_PER_CHUNK` x :data:`BLOCK_ROWS` x :data:`ZARR_BLOCK`) whose chunks are
+    compressed and written by a pool during the run."""
 
     def __init__(self, dest: Path, geobox: GeoBox, dim: int, dtype: str, band_names: Sequence[str]) -> None:
         import dask.array as da
@@ -99,7 +101,7 @@ class ZarrFeatureStream:
 
         self.dest, self.geobox, self.band_names, self.strip_width = dest, geobox, list(band_names), ZARR_BLOCK
         h, w = geobox.shape.yx
-        chunks = (min(dim, ZARR_BANDS), BLOCK_ROWS, ZARR_BLOCK)
+        chunks = chunks_of(dim, BLOCK_ROWS, ZARR_BLOCK)
         data = da.full((dim, h, w), np.nan, dtype=dtype, chunks=chunks)
         feature_dataset(data, geobox, self.band_names, {}).to_zarr(dest, mode="w", compute=False, consolidated=True, zarr_format=2)
         self.array = zarr.open_array(store=str(dest / "features"), mode="r+", config={"write_empty_chunks": True})
@@ -128,9 +130,8 @@ class ZarrFeatureStream:
 
         self._blocks.flush()
         self._tasks.close()
-        attrs: dict[str, Any] = zarr_attrs(metadata)
+        attrs: dict[str, Any] = record_attrs(metadata)
         group = zarr.open_group(str(self.dest), mode="r+", zarr_format=2)
-        group.attrs.update(attrs)
         group["features"].attrs.update(attrs)
         if list(band_names) != self.band_names:
             raise ValueError("a streamed Zarr store keeps the band names it was made with")

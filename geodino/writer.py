@@ -13,7 +13,6 @@ NaN. Every output carries the run's metadata (tags / attrs).
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -30,9 +29,10 @@ from rasterio.enums import Resampling
 from geodino.cogfile import overview_factors
 from geodino.errors import InputError
 from geodino.outputs import remove_path
+from geodino.record import record_tags
 from geodino.streams import open_stream
 from geodino.tiling import grid_crs
-from geodino.zarrstore import feature_dataset, seal_store
+from geodino.zarrstore import chunks_of, feature_dataset, seal_store
 
 if TYPE_CHECKING:
     pass
@@ -92,11 +92,6 @@ def check_format(fmt: str | None, dtype: str) -> None:
         raise InputError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     if dtype not in FEATURE_DTYPES:
         raise InputError(f"--dtype {dtype!r}: use float32 or float16 (features are not integers)")
-
-
-def flat_tags(metadata: dict[str, object]) -> dict[str, str]:
-    """Metadata as GeoTIFF tags: ``GEODINO_<KEY>`` = plain string or compact JSON."""
-    return {f"GEODINO_{k.upper()}": v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for k, v in metadata.items()}
 
 
 class FeatureWriter:
@@ -212,7 +207,7 @@ class FeatureWriter:
             if project is not None or colormap or resolution:
                 raise ValueError("a streamed feature raster is written as it comes: no projection, colour table or resampling")
             self._stop()
-            self._stream.finish(metadata, flat_tags(metadata), band_names)
+            self._stream.finish(metadata, record_tags(metadata), band_names)
             return self.out
         if project is not None:
             src = self._project(project, len(band_names))
@@ -221,7 +216,7 @@ class FeatureWriter:
             src = self.tmp_rows
         with rasterio.open(src, "r+") as ds:
             ds.descriptions = tuple(band_names)
-            ds.update_tags(**flat_tags(metadata))
+            ds.update_tags(**record_tags(metadata))
             if colormap:
                 ds.write_colormap(1, colormap)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
@@ -277,7 +272,8 @@ class FeatureWriter:
     def _to_zarr(self, src: Path, metadata: dict[str, object], band_names: Sequence[str]) -> None:
         import xarray as xr
 
-        data = xr.open_dataarray(src, engine="rasterio", chunks={"band": -1, "y": 256, "x": 256}).data.astype(self.dtype)
+        chunks = dict(zip(("band", "y", "x"), chunks_of(len(band_names), BLOCK, BLOCK), strict=True))
+        data = xr.open_dataarray(src, engine="rasterio", chunks=chunks).data.astype(self.dtype)
         ds = feature_dataset(data, self.geobox, band_names, metadata)
         ds.to_zarr(self.tmp_out, mode="w", consolidated=True, zarr_format=2)
         seal_store(self.tmp_out)

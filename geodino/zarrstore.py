@@ -1,6 +1,17 @@
-"""The Zarr layout of feature stores: one ``features (band, y, x)`` variable with band names, cell-centre
-coordinates, CRS and transform, NaN nodata and the run's record in the attributes; a completion record
-(:func:`seal_store`) that :func:`check_sealed` compares with the chunks on disk.
+"""The one layout of feature arrays, in memory (the lazy API) and in Zarr stores (the CLI, block-wise runs).
+
+``features (feature, y, x)``: one vector per output cell; ``feature`` holds the channel names, ``y``/``x`` the cell
+centres with their CF attributes (``standard_name``, ``units``, ``axis``); ``spatial_ref`` is a scalar
+coordinate holding the CRS (CF grid mapping: ``crs_wkt``, ``spatial_ref``, ``GeoTransform``) that the array
+names in ``grid_mapping`` and ``coordinates``, so plain ``xr.open_zarr`` gives ``.rio.crs`` and ``.odc.geobox``;
+``_CRS`` (GDAL's own Zarr CRS attribute) lets GDAL >= 3.4 see it too (GDAL reads CF grid mappings only from
+3.9). NaN is nodata. The run's record (:mod:`geodino.record`) is in the array's attributes as JSON values; the
+group's attributes hold only the completion record (:func:`seal_store`, which :func:`check_sealed` compares
+with the chunks on disk).
+
+Chunks hold :data:`FEATURES_PER_CHUNK` features, so reading one feature for display decodes 1/64 of a ViT-L
+store rather than all of it (a COG keeps each feature in its own plane for the same reason), while a chunk of
+16 x 32 x 256 cells (512 KiB of float32) stays large enough for zstd and few enough files for a filesystem.
 """
 
 from __future__ import annotations
@@ -14,34 +25,54 @@ import numpy as np
 from odc.geo.geobox import GeoBox
 
 from geodino.errors import InputError
+from geodino.record import record_attrs
 from geodino.tiling import grid_crs
 
 if TYPE_CHECKING:
     import xarray as xr
 
+#: dims of every feature array geodino writes or returns
+DIMS = ("feature", "y", "x")
+#: features per Zarr chunk (the chunk's other sides are set by the writer)
+FEATURES_PER_CHUNK = 16
+#: what the features are, for CF readers (``long_name``; values are dimensionless: ``units`` 1)
+LONG_NAME = "DINOv3 patch features"
 
-def zarr_attrs(metadata: dict[str, object]) -> dict[str, object]:
-    """Metadata as Zarr/xarray attributes: scalars as they are, the rest as JSON."""
-    return {k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)) for k, v in metadata.items()}
 
-
-def feature_dataset(data: object, geobox: GeoBox, band_names: Sequence[str], metadata: dict[str, object]) -> xr.Dataset:
-    """The one Zarr layout of feature rasters: ``features (band, y, x)`` (``data``, dask or numpy) with a
-    ``band_name`` coordinate, cell-centre coordinates, CRS and transform in ``spatial_ref``, NaN nodata
-    and the run's record in the attributes. Returns an :class:`xarray.Dataset`."""
+def feature_array(data: object, geobox: GeoBox, names: Sequence[str], metadata: dict[str, object]) -> xr.DataArray:
+    """``data`` (``(feature, y, x)``, dask or numpy) in the one layout (module docstring), named ``features``."""
     import rioxarray  # noqa: F401  (registers .rio)
     import xarray as xr
 
     from geodino.tiling import cell_centres
 
     y, x = cell_centres(geobox)
-    attrs = zarr_attrs(metadata)
-    coords = {"band": np.arange(1, len(band_names) + 1), "y": y, "x": x, "band_name": ("band", list(band_names))}
-    arr = xr.DataArray(data, dims=("band", "y", "x"), coords=coords, attrs=attrs)
-    arr = arr.rio.write_crs(grid_crs(geobox).to_wkt()).rio.write_transform(geobox.affine).rio.write_nodata(np.nan, encoded=False)
-    ds = arr.to_dataset(name="features")
-    ds.attrs = attrs
-    return ds
+    wkt = grid_crs(geobox).to_wkt()
+    attrs = record_attrs(metadata)
+    arr = xr.DataArray(data, dims=DIMS, coords={"feature": list(names), "y": y, "x": x}, attrs=attrs, name="features")
+    arr = arr.rio.write_crs(wkt).rio.write_transform(geobox.affine).rio.write_coordinate_system()
+    arr = arr.rio.write_nodata(np.nan, encoded=False)
+    arr.attrs.update({"long_name": LONG_NAME, "units": "1", "_CRS": gdal_crs(geobox)})
+    arr.attrs.pop("grid_mapping", None)  # kept in the encoding, where xarray's writer looks for it
+    arr.encoding.update({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"})
+    return arr
+
+
+def gdal_crs(geobox: GeoBox) -> dict[str, str]:
+    """GDAL's ``_CRS`` attribute: an OGC URL where the CRS has an EPSG code (short, read first), else its WKT."""
+    crs = grid_crs(geobox)
+    epsg = crs.to_epsg()
+    return {"url": f"http://www.opengis.net/def/crs/EPSG/0/{epsg}"} if epsg else {"wkt": crs.to_wkt()}
+
+
+def feature_dataset(data: object, geobox: GeoBox, names: Sequence[str], metadata: dict[str, object]) -> xr.Dataset:
+    """:func:`feature_array` as the Dataset a store holds (what ``DataArray.to_dataset()`` of the lazy API gives)."""
+    return feature_array(data, geobox, names, metadata).to_dataset()
+
+
+def chunks_of(dim: int, rows: int, cols: int) -> tuple[int, int, int]:
+    """Zarr chunks of a ``dim``-feature store written ``rows x cols`` cells at a time."""
+    return (min(dim, FEATURES_PER_CHUNK), rows, cols)
 
 
 def _chunk_keys(array_dir: Path) -> tuple[list[str], set[str]]:

@@ -147,9 +147,9 @@ def test_zarr_output_float16_and_pca(tmp_path: Path, tiny: FeatureExtractor) -> 
     z = encode_scene(src, tmp_path / "f.zarr", tiny, EncodeOptions(tile=256, overlap=32, fmt="zarr", pca=3))
     ds = xr.open_zarr(z.out, decode_coords="all")
     da = ds["features"]
-    assert da.dims == ("band", "y", "x") and list(da.band_name.values) == ["PC1", "PC2", "PC3"]
+    assert da.dims == ("feature", "y", "x") and list(da.feature.values) == ["PC1", "PC2", "PC3"]
     assert da.rio.crs.to_epsg() == 32633 and da.rio.transform() == grid_of(src)[0] @ Affine.scale(16)
-    assert json.loads(ds.attrs["pca"])["k"] == 3 and ds.attrs["model"] == "geodino_tiny_mlp"
+    assert da.attrs["pca"]["k"] == 3 and da.attrs["model"] == "geodino_tiny_mlp"
     pcs = da.values.reshape(3, -1)
     expected = z.pca.transform(f32.reshape(64, -1).T).T
     assert np.allclose(pcs, expected, atol=1e-4)
