@@ -13,8 +13,9 @@ from pyproj import Transformer
 
 from geodino.engine import EncodeOptions, encode_scene
 from geodino.errors import InputError
-from geodino.explore import cell_of, kmeans, open_features, pca_rgb, plot, similarity
+from geodino.featuremaps import cell_of, kmeans, open_features, pca_rgb, similarity
 from geodino.features import FeatureExtractor
+from geodino.figures import plot
 from geodino.models import build_model
 from geodino.synthetic import write_scene
 
