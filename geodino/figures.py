@@ -101,13 +101,13 @@ def look(
         names = names or [f"{label or 'class'} {i}" for i in range(k)]
         colours = data.attrs.get("colours") or [PALETTE[i % len(PALETTE)] for i in range(k)]
         bad |= (values < 0) | (values >= k)
-        listed = ListedColormap(np.asarray(colours[:k], dtype=np.float64)[:, :3] / 255, name=f"{label or 'classes'} palette")
-        listed.set_bad(alpha=0)
+        palette = ListedColormap(np.asarray(colours[:k], dtype=np.float64)[:, :3] / 255, name=f"{label or 'classes'} palette")
+        listed = palette.with_extremes(bad=(0, 0, 0, 0))
         norm: Normalize = BoundaryNorm(np.arange(k + 1) - 0.5, k)
         masked = np.ma.masked_array(np.where(bad, 0, values).astype(np.int32), bad)
         return data, Look(listed(norm(masked)), masked, listed, norm, tuple(names), label)
-    colours = (mpl.colormaps[cmap or "viridis"] if not hasattr(cmap, "set_bad") else cmap).copy()  # type: ignore[union-attr]
-    colours.set_bad(alpha=0)
+    base = cmap if cmap is not None and not isinstance(cmap, str) else mpl.colormaps[cmap or "viridis"]
+    colours = base.with_extremes(bad=(0, 0, 0, 0))
     masked = np.ma.masked_array(np.where(bad, 0, values).astype(np.float64), bad)
     lo = vmin if vmin is not None else (float(masked.min()) if masked.count() else 0.0)
     hi = vmax if vmax is not None else (float(masked.max()) if masked.count() else 1.0)
