@@ -17,24 +17,31 @@ __all__ = [
     "WeightsError",
     "__version__",
     "build_model",
+    "canopy_height",
     "canopy_run",
     "encode",
     "encode_run",
+    "explore",
     "get_spec",
     "kmeans",
+    "land_cover",
     "land_cover_run",
     "list_models",
     "open_features",
+    "open_prediction",
     "open_scene",
     "pca_rgb",
     "plot",
     "prepare_job",
     "similarity",
+    "train_head",
     "train_run",
 ]
 
 _LAZY = {"open_scene": "geodino.api", "encode": "geodino.api", "encode_run": "geodino.runs"}
-_LAZY |= dict.fromkeys(["open_features", "pca_rgb", "similarity", "kmeans", "plot"], "geodino.explore")
+_LAZY |= dict.fromkeys(["open_features", "pca_rgb", "similarity", "kmeans"], "geodino.featuremaps")
+_LAZY |= dict.fromkeys(["plot", "explore"], "geodino.figures")
+_LAZY |= dict.fromkeys(["canopy_height", "train_head", "land_cover", "open_prediction"], "geodino.predictions")
 _LAZY |= dict.fromkeys(["TileModel", "TorchTileModel", "Tokens"], "geodino.tilemodel")
 _LAZY |= dict.fromkeys(["Job", "Tiling", "BandChoice", "prepare_job"], "geodino.job")
 _LAZY |= dict.fromkeys(["canopy_run", "train_run", "land_cover_run"], "geodino.predict_runs")
@@ -42,7 +49,8 @@ _LAZY |= dict.fromkeys(["build_model", "get_spec", "list_models"], "geodino.mode
 
 
 def __getattr__(name: str) -> object:
-    """The API (:mod:`geodino.api`, :mod:`geodino.explore`, :mod:`geodino.models`, ...), imported on first use: a
+    """The API (:mod:`geodino.api`, :mod:`geodino.predictions`, :mod:`geodino.featuremaps`, :mod:`geodino.figures`,
+    :mod:`geodino.models`, ...), imported on first use: a
     command starts without torch, xarray or dask until it needs them (``geodino --help`` in a fraction of a second)."""
     if name in _LAZY:
         import importlib

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from geodino.blocks import BlockPlan, ModelRef, auto_chunk, block_record, run_block
-from geodino.errors import InputError
+from geodino.errors import InputError, api_words, speaks_python
 from geodino.features import FeatureExtractor, parse_layers
 from geodino.job import BandChoice, Job, Tiling, prepare_job
 from geodino.models.vit import DinoVisionTransformer
@@ -31,9 +31,12 @@ from geodino.zarrstore import feature_array
 SCENE_ATTR = "geodino_scene"
 
 
+@speaks_python
 def open_scene(paths: str | Path | Sequence[str | Path], chunks: dict[str, int] | None = None) -> xr.DataArray:
     """A raster (or band files on one grid) as a lazy DataArray ``(band, y, x)`` with CRS, band names as the
-    ``band`` coordinate and the source files in ``attrs["geodino_scene"]``. Only metadata is read."""
+    ``band`` coordinate and the source files in ``attrs["geodino_scene"]``. Only metadata is read.
+
+    ``da.geodino.scene`` is the :class:`~geodino.scene.Scene` value behind it (or behind a crop of it)."""
     import rioxarray
 
     scene = scene_of(paths)
@@ -57,8 +60,9 @@ def open_scene(paths: str | Path | Sequence[str | Path], chunks: dict[str, int] 
     return out
 
 
-def _scene(x: xr.DataArray | Scene | str | Path | Sequence[str | Path], bands: str | None) -> tuple[Scene, str | None]:
-    """The :class:`Scene` behind ``x``: a DataArray from :func:`open_scene`, whole or a contiguous crop, band subsets allowed."""
+def scene_choice(x: xr.DataArray | Scene | str | Path | Sequence[str | Path], bands: str | None) -> tuple[Scene, str | None]:
+    """The :class:`Scene` behind ``x`` (a DataArray from :func:`open_scene`, whole or a contiguous crop, a Scene or paths)
+    and the bands to use: ``bands``, or the band subset the array selected (comma-separated names)."""
     if isinstance(x, Scene):
         return x, bands
     if not isinstance(x, xr.DataArray):
@@ -85,6 +89,19 @@ def _scene(x: xr.DataArray | Scene | str | Path | Sequence[str | Path], bands: s
     return scene, bands
 
 
+@xr.register_dataarray_accessor("geodino")
+class SceneAccessor:
+    """``da.geodino.scene``: the :class:`~geodino.scene.Scene` value (files, grid, bands, nodata) behind an array from
+    :func:`open_scene`, cropped as the array is; its band subset is what :func:`encode` passes as ``bands``."""
+
+    def __init__(self, da: xr.DataArray) -> None:
+        self._da = da
+
+    @property
+    def scene(self) -> Scene:
+        return speaks_python(scene_choice)(self._da, None)[0]
+
+
 def _active_workers() -> int:
     """Workers of the active ``dask.distributed`` client, if any (1 otherwise)."""
     try:
@@ -107,6 +124,7 @@ def _crop(scene: Scene, x: xr.DataArray) -> Scene:
     return scene.crop(round(row), round(col), x.sizes["y"], x.sizes["x"])
 
 
+@speaks_python
 def encode(
     scene: xr.DataArray | Scene | str | Path | Sequence[str | Path],
     model: str | TileModel | DinoVisionTransformer = "dinov3_vitl16_sat493m",
@@ -140,7 +158,7 @@ def encode(
     """
     import rioxarray  # noqa: F401  (registers .rio, used below; a fresh process may not have imported it yet)
 
-    scene, bands = _scene(scene, bands)
+    scene, bands = scene_choice(scene, bands)
     scene = scene.absolute()  # the blocks may run on workers started in other folders
     net: TileModel
     held: ModelRef | TileModel
@@ -155,7 +173,7 @@ def encode(
     tiling = Tiling(tile=tile, overlap=overlap, batch_size=batch_size)
     job = prepare_job(scene, net, tiling=tiling, choice=BandChoice(sensor=sensor, bands=bands, gsd=gsd, allow_clipping=allow_clipping))
     for note in job.adapter.notes:
-        warnings.warn(f"geodino: {note}", UserWarning, stacklevel=2)
+        warnings.warn(f"geodino: {api_words(note)}", UserWarning, stacklevel=3)
     return lazy_job(job, held, chunk or auto_chunk(job.plan, _active_workers(), scale=job.scale), net)
 
 

@@ -21,7 +21,7 @@ def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overw
     """Write the COG ``out`` from a feature store ``(feature, y, x)`` written by ``geodino encode --format zarr``:
     same grid, CRS, band names and ``GEODINO_*`` tags (plus ``GEODINO_EXPORTED_FROM``). Atomic, like encode.
     Unfinished stores and stores that lost chunks are refused (their completion record, not NaN, tells)."""
-    from geodino.explore import open_features
+    from geodino.featuremaps import open_features
 
     src = Path(store)
     check_cog_name(out)

@@ -26,6 +26,15 @@ DEFAULT_COLUMNS = ("class", "label", "class_id", "landcover", "lc")
 MAX_CLASSES = 254
 #: Most distinct values a label raster may hold; more look like continuous values, not classes.
 MAX_RASTER_VALUES = 100
+#: Class colours (matplotlib's tab10), repeated past ten classes: the colour table of every class COG, the heads'
+#: recorded colours and the maps of classes and clusters (:mod:`geodino.figures`).
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194),
+           (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # fmt: skip
+
+
+def colormap(n: int) -> dict[int, tuple[int, int, int, int]]:
+    """GDAL colour table entries for classes ``0..n-1`` (255, nodata, is transparent)."""
+    return {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(n)} | {255: (0, 0, 0, 0)}
 
 
 @dataclass(frozen=True)

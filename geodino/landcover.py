@@ -26,14 +26,12 @@ from geodino.engine import EncodeOptions, Progress, encode_scene
 from geodino.errors import InputError
 from geodino.features import FeatureExtractor
 from geodino.job import BandChoice, Job, Tiling, as_job
-from geodino.labels import MAX_CLASSES, Labels
+from geodino.labels import MAX_CLASSES, PALETTE, Labels
 from geodino.metrics import classification_metrics
 from geodino.models.checkpoint import first_nonfinite
 from geodino.scene import Scene
 
 HEAD_FORMAT = "geodino-landcover-head/1"
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194),
-           (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # fmt: skip
 
 
 class LinearHead(nn.Module):
@@ -47,11 +45,6 @@ class LinearHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(self.bn(x))
-
-
-def colormap(n: int) -> dict[int, tuple[int, int, int, int]]:
-    """GDAL colour table entries for classes ``0..n-1`` (255, nodata, is transparent)."""
-    return {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(n)} | {255: (0, 0, 0, 0)}
 
 
 def pixel_features(features: Tensor, rows: np.ndarray, cols: np.ndarray, patch: int = 16) -> Tensor:

@@ -95,7 +95,7 @@ class LandCoverPredictor:
 
     def colours(self) -> dict[int, tuple[int, int, int, int]]:
         """The colour table of the class raster: the head's recorded colours, else the default palette."""
-        from geodino.landcover import colormap
+        from geodino.labels import colormap
 
         table = colormap(len(self.channels))
         stored = self.info.get("colours")

@@ -24,7 +24,8 @@ from geodino.landcover import TrainResult, load_head, save_head, train_head
 from geodino.metrics import check_reference
 from geodino.models import get_spec
 from geodino.predict import CanopyPredictor, LandCoverPredictor, PredictResult, check_resolution, predict_scene
-from geodino.runs import Hooks, load_backbone, random_note, scene_of
+from geodino.runs import Hooks, given_paths, load_backbone, random_note, scene_of
+from geodino.scene import Scene
 from geodino.tilemodel import ModelCard
 from geodino.vectorize import check_vector_name
 from geodino.writer import check_cog_name
@@ -38,7 +39,7 @@ class CanopyRun:
 
 
 def canopy_run(
-    scene: str | Path | Sequence[str | Path], out: str | Path, *, head: str = "dinov3_vitl16_chmv2", weights: str | None = None,
+    scene: str | Path | Sequence[str | Path] | Scene, out: str | Path, *, head: str = "dinov3_vitl16_chmv2", weights: str | None = None,
     backbone_weights: str | None = None, tiling: Tiling = Tiling(batch_size=2), choice: BandChoice = BandChoice(),
     device: str = "auto", precision: str = "fp32", resolution: float | None = None, reference: str | Path | None = None,
     overwrite: bool = False, check_hash: bool = True, hooks: Hooks | None = None,
@@ -52,7 +53,7 @@ def canopy_run(
     s = scene_of(scene)
     out = Path(out)
     report = out.with_suffix(".eval.json") if reference is not None else None
-    inputs = [*([scene] if isinstance(scene, (str, Path)) else scene), *s.paths, weights, backbone_weights, reference]
+    inputs = [*given_paths(scene), *s.paths, weights, backbone_weights, reference]
     check_cog_name(out)
     outputs = Outputs.of({"prediction": out, "evaluation": report}, inputs, overwrite)  # checked here
     check_resolution(resolution, s)
@@ -82,7 +83,7 @@ class TrainRun:
 
 
 def train_run(
-    scene: str | Path | Sequence[str | Path], labels: str | Path, out: str | Path, *, class_column: str | None = None,
+    scene: str | Path | Sequence[str | Path] | Scene, labels: str | Path, out: str | Path, *, class_column: str | None = None,
     model: str = "dinov3_vitl16_sat493m", weights: str | None = None, layers: str | Sequence[int] = "-4,-3,-2,-1",
     tiling: Tiling = Tiling(), choice: BandChoice = BandChoice(), epochs: int = 300, device: str = "auto",
     overwrite: bool = False, check_hash: bool = True, hooks: Hooks | None = None,
@@ -92,11 +93,10 @@ def train_run(
     if epochs < 1:
         raise InputError(f"--epochs {epochs}: give at least 1")
     tiling.check()
-    scene = [scene] if isinstance(scene, (str, Path)) else list(scene)
     s = scene_of(scene)
     out = Path(out)
     json_path = out.with_suffix(".metrics.json")
-    outputs = Outputs.of({"head": out, "metrics": json_path}, [*scene, *s.paths, labels, weights], overwrite)  # checked here
+    outputs = Outputs.of({"head": out, "metrics": json_path}, [*given_paths(scene), *s.paths, labels, weights], overwrite)  # checked here
     parse_layers(layers)
     spec = get_spec(model)
     card = feature_card(spec.arch.depth, spec.arch.embed_dim, spec.bands, layers)
@@ -124,7 +124,7 @@ class LandCoverRun:
 
 
 def land_cover_run(
-    scene: str | Path | Sequence[str | Path], out: str | Path, *, head: str | Path, weights: str | None = None,
+    scene: str | Path | Sequence[str | Path] | Scene, out: str | Path, *, head: str | Path, weights: str | None = None,
     probabilities: str | Path | None = None, vector: str | Path | None = None, tiling: Tiling = Tiling(),
     choice: BandChoice = BandChoice(), device: str = "auto", precision: str = "fp32", overwrite: bool = False,
     check_hash: bool = True, hooks: Hooks | None = None,
@@ -135,14 +135,13 @@ def land_cover_run(
 
     hooks = hooks or Hooks()
     tiling.check()
-    scene = [scene] if isinstance(scene, (str, Path)) else list(scene)
     s = scene_of(scene)
     out, head = Path(out), Path(head)
     targets = {"prediction": out, "probabilities": probabilities, "vector": vector}
     for raster in (out, probabilities):
         if raster is not None:
             check_cog_name(raster)
-    outputs = Outputs.of(targets, [*scene, *s.paths, head, weights], overwrite)  # checked here
+    outputs = Outputs.of(targets, [*given_paths(scene), *s.paths, head, weights], overwrite)  # checked here
     if vector is not None:
         check_vector_name(Path(vector))
     lc_head, info = load_head(head)

@@ -177,9 +177,18 @@ def _encode_blocks(
     return encode_to_zarr(job, out, model, options, chunk, scheduler, workers, hooks.progress)
 
 
-def scene_of(paths: Sequence[str | Path] | str | Path) -> Scene:
-    """The scene at ``paths`` (a raster, band files or a STAC item)."""
+def scene_of(paths: Sequence[str | Path] | str | Path | Scene) -> Scene:
+    """The scene at ``paths`` (a raster, band files or a STAC item), or the :class:`Scene` value given."""
+    if isinstance(paths, Scene):
+        return paths
     return open_scene([str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)])
 
 
-__all__ = ["BandChoice", "Hooks", "encode_run", "load_backbone", "random_note", "scene_of", "split_output"]
+def given_paths(scene: Sequence[str | Path] | str | Path | Scene) -> list[str | Path]:
+    """The paths a caller named for a scene (a STAC item's too; none for a :class:`Scene` value, whose files are its own)."""
+    if isinstance(scene, Scene):
+        return []
+    return [scene] if isinstance(scene, (str, Path)) else list(scene)
+
+
+__all__ = ["BandChoice", "Hooks", "encode_run", "given_paths", "load_backbone", "random_note", "scene_of", "split_output"]

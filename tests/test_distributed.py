@@ -22,7 +22,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from geodino.engine import encode_scene
 from geodino.errors import InputError
-from geodino.explore import open_features
+from geodino.featuremaps import open_features
 from geodino.synthetic import write_scene
 from tests import helpers
 from tests.scenes import coordinate_raster, write_raster

@@ -13,8 +13,9 @@ from pyproj import Transformer
 
 from geodino.engine import EncodeOptions, encode_scene
 from geodino.errors import InputError
-from geodino.explore import cell_of, kmeans, open_features, pca_rgb, plot, similarity
+from geodino.featuremaps import cell_of, kmeans, open_features, pca_rgb, similarity
 from geodino.features import FeatureExtractor
+from geodino.figures import plot
 from geodino.models import build_model
 from geodino.synthetic import write_scene
 
@@ -99,9 +100,10 @@ def test_plot_draws_on_map_coordinates() -> None:
     feats = features(rng.normal(size=(8, 6, 10)))
     ax = plot(feats)  # features -> their PCA colours
     assert ax.get_xlim() == (T.c, T.c + 10 * 160) and ax.get_ylim() == (T.f - 6 * 160, T.f)
-    assert "EPSG:32633" in ax.get_xlabel() and ax.get_images()[0].get_array().shape == (6, 10, 3)
-    ax = plot(kmeans(feats, 3))  # classes: nearest, masked below 0, with a colour bar
-    assert ax.get_images()[0].get_interpolation() == "nearest" and len(ax.figure.axes) == 2
+    assert ax.get_xlabel() == "easting (km, EPSG:32633)" and ax.get_images()[0].get_array().shape == (6, 10, 4)  # RGBA: nodata transparent
+    ax = plot(kmeans(feats, 3))  # classes: nearest, masked below 0, a legend of 3 swatches (no colour bar)
+    assert ax.get_images()[0].get_interpolation() == "nearest" and len(ax.figure.axes) == 1
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cluster 0", "cluster 1", "cluster 2"]
     dn = features(rng.integers(0, 255, (1, 6, 10)).astype(np.float32)).astype(np.uint8).rename("dn").isel(feature=0)
     assert plot(dn).get_images()[0].get_cmap().name == "viridis"  # integer DNs are not class labels
     with pytest.raises(InputError, match="one layer or 3 bands"):

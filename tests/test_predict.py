@@ -17,8 +17,8 @@ from shapely.geometry import box
 
 from geodino.adapter import make_adapter
 from geodino.job import Tiling
-from geodino.labels import load_labels
-from geodino.landcover import colormap, load_head, save_head, train_head
+from geodino.labels import colormap, load_labels
+from geodino.landcover import load_head, save_head, train_head
 from geodino.metrics import classification_metrics, evaluate_height, regression_metrics
 from geodino.predict import CanopyPredictor, LandCoverPredictor, predict_scene
 from geodino.scene import open_scene

@@ -1,4 +1,5 @@
-"""Looking at a scene through DINOv3's eyes: PCA colours, similarity to a point, k-means clusters.
+"""Looking at a scene through DINOv3's eyes: PCA colours, similarity to a point, k-means clusters (drawn by
+:mod:`geodino.figures`).
 
 Functions over a georeferenced feature :class:`xarray.DataArray` with dims ``(feature, y, x)`` (what
 :func:`open_features` returns for a feature COG or Zarr written by ``geodino encode``). Results are
@@ -9,19 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 from rasterio.transform import rowcol
 
-from geodino.errors import InputError
+from geodino.errors import InputError, speaks_python
 from geodino.pca import fit_pca, to_rgb8
 
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
 
-
+@speaks_python
 def open_features(path: str | Path, chunks: dict[str, int] | None = None) -> xr.DataArray:
     """A feature raster (COG or Zarr from ``geodino encode``) as a lazy DataArray ``(feature, y, x)`` with its CRS,
     the channel names as the ``feature`` coordinate and the run's record as ``attrs`` (the same from either format)."""
@@ -73,6 +71,7 @@ def _like(features: xr.DataArray, data: np.ndarray, name: str, extra_dim: tuple[
     return out
 
 
+@speaks_python
 def pca_rgb(features: xr.DataArray, sample: int = 20000, seed: int = 0) -> xr.DataArray:
     """First three principal components as an RGB image ``(band=3, y, x)`` in [0, 1] (2-98 % stretch each).
 
@@ -111,6 +110,7 @@ def cell_of(features: xr.DataArray, point: Sequence[float], crs: str | None = No
     return row, col
 
 
+@speaks_python
 def similarity(features: xr.DataArray, point: Sequence[float], crs: str | None = None) -> xr.DataArray:
     """Cosine similarity ``(y, x)`` of every cell's feature vector to the vector of the cell at ``point``."""
     row, col = cell_of(features, point, crs)
@@ -126,6 +126,7 @@ def similarity(features: xr.DataArray, point: Sequence[float], crs: str | None =
     return out
 
 
+@speaks_python
 def kmeans(features: xr.DataArray, k: int, iterations: int = 50, seed: int = 0) -> xr.DataArray:
     """k-means clusters ``(y, x)`` (int, -1 for nodata) of the feature vectors (k-means++ start, Lloyd steps)."""
     flat, ok = _table(features)
@@ -148,47 +149,6 @@ def kmeans(features: xr.DataArray, k: int, iterations: int = 50, seed: int = 0) 
         c = np.stack([data[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(k)])
     out = np.full(flat.shape[0], -1, np.int32)
     out[ok] = labels
-    return _like(features, out.reshape(features.sizes["y"], features.sizes["x"]), "cluster")
-
-
-def plot(data: xr.DataArray, ax: Axes | None = None, title: str | None = None, **imshow: Any) -> Axes:
-    """Show a DataArray on map coordinates (matplotlib): features ``(feature, y, x)`` as their PCA RGB, an
-    RGB ``(band=3, y, x)`` (a scene is stretched 2-98 % per band), or one layer ``(y, x)`` with a colour bar.
-    Axes are in the CRS's units; returns the matplotlib ``Axes``."""
-    try:
-        import matplotlib.pyplot as plt
-    except ModuleNotFoundError:
-        raise InputError("geodino.plot draws with matplotlib: pip install 'geodino[notebook]' (or matplotlib)") from None
-
-    if "feature" in data.dims:
-        data = pca_rgb(data)
-    if data.ndim == 3 and data.shape[0] == 1:
-        data = data.isel({data.dims[0]: 0})
-    if (data.ndim == 3 and data.shape[0] == 2) or data.ndim not in (2, 3):
-        raise InputError(f"plot shows one layer or 3 bands (RGB), got {dict(data.sizes)}: select them, e.g. da.isel(band=[2, 1, 0])")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 6))
-    ys, xs = data["y"].values, data["x"].values
-    dx = abs(xs[1] - xs[0]) if len(xs) > 1 else 1.0
-    dy = abs(ys[1] - ys[0]) if len(ys) > 1 else 1.0
-    extent = (xs.min() - dx / 2, xs.max() + dx / 2, ys.min() - dy / 2, ys.max() + dy / 2)
-    if data.ndim == 3:
-        rgb = np.asarray(data.isel({data.dims[0]: slice(0, 3)}).values, dtype=np.float32)
-        if np.nanmax(rgb) > 1:  # scene DNs: stretch each band
-            lo, hi = np.nanpercentile(rgb, [2, 98], axis=(1, 2), keepdims=True)
-            rgb = (rgb - lo) / np.maximum(hi - lo, 1e-12)
-        image = ax.imshow(np.clip(np.nan_to_num(rgb.transpose(1, 2, 0)), 0, 1), extent=extent, **imshow)
-    else:
-        values = np.asarray(data.values)
-        if np.issubdtype(values.dtype, np.integer) and data.name in ("cluster", "class"):  # labels, not DNs
-            values = np.ma.masked_less(values, 0)
-            imshow.setdefault("cmap", "tab10")
-            imshow.setdefault("interpolation", "nearest")
-        image = ax.imshow(values, extent=extent, **imshow)
-        plt.colorbar(image, ax=ax, shrink=0.8, label=str(data.name or ""))
-    crs = data.rio.crs if hasattr(data, "rio") else None
-    unit = f" ({crs.to_string()})" if crs else ""
-    ax.set_xlabel(f"x{unit}")
-    ax.set_ylabel(f"y{unit}")
-    ax.set_title(title if title is not None else str(data.name or ""))
-    return ax
+    clusters = _like(features, out.reshape(features.sizes["y"], features.sizes["x"]), "cluster")
+    clusters.attrs["clusters"] = k  # the maps draw k colours (geodino.figures), also when a cluster ends up empty
+    return clusters
