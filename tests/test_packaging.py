@@ -107,3 +107,22 @@ def test_the_sdist_holds_the_repository_and_its_tests_run_from_it(tmp_path: Path
     ran = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-2000:]
     assert re.search(r"\b\d+ passed", ran.stdout) and " failed" not in ran.stdout, ran.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_without_the_distributed_extra_threads_work_and_cluster_runs_are_refused_in_one_line(tmp_path: Path) -> None:
+    """``distributed`` is the optional extra ``geodino[distributed]``: without it a Zarr encode runs on dask's threads,
+    and ``--workers`` / ``--scheduler`` are refused before any work with one line naming the extra."""
+    from tests.helpers import cli, one_line_error
+
+    (tmp_path / "nodistributed.py").write_text(
+        "import sys\nsys.modules['distributed'] = None  # as if it were not installed\nfrom geodino.cli import main\nmain()\n"
+    )
+    write_raster(tmp_path / "scene.tif", coordinate_raster(64, 64).astype("uint8"))
+    opts = ("--model", "geodino_tiny_mlp", "--weights", "random", "--sensor", "rgb8", "--tile", "64", "--overlap", "16")
+    done = cli("encode", "scene.tif", "f.zarr", *opts, cwd=tmp_path, module="nodistributed")
+    assert done.returncode == 0 and (tmp_path / "f.zarr").is_dir(), done.stderr
+    for where in (("--workers", "1"), ("--scheduler", "tcp://127.0.0.1:9")):
+        refused = cli("encode", "scene.tif", "g.zarr", *opts, *where, cwd=tmp_path, module="nodistributed")
+        one_line_error(refused, "pip install 'geodino[distributed]'")
+        assert not (tmp_path / "g.zarr").exists()
