@@ -109,3 +109,20 @@ def test_design_md_names_every_module_and_modules_stay_small() -> None:
         if module.name != "__init__.py":
             assert rel in design, f"DESIGN.md does not say what {rel} owns"
         assert len(module.read_text().splitlines()) <= 400, f"{rel} is over 400 lines: split it by concern"
+
+
+def test_minimum_constraints_pin_every_lower_bound() -> None:
+    """constraints/minimum.txt (``make test-min``) pins every dependency and the ``distributed`` extra at exactly
+    pyproject's lower bound, torch aside (it comes from TORCH_SPEC)."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    bounds = {}
+    for req in [*pyproject["project"]["dependencies"], *_extras(pyproject)["distributed"]]:
+        (low,) = re.findall(r">=\s*([\d.]+)", req)
+        bounds[_name(req)] = low
+    pins = {}
+    for line in (ROOT / "constraints" / "minimum.txt").read_text().splitlines():
+        if line.split("#")[0].strip():
+            name, version = line.split("#")[0].strip().split("==")
+            pins[name.lower()] = version
+    assert pins == {k: v for k, v in bounds.items() if k != "torch"}
+    assert "constraints/minimum.txt" in (ROOT / "Makefile").read_text()
