@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast test-min lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ test: lint
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "not slow" -q
 
+# the declared lower bounds: a separate venv with every dependency at its minimum (constraints/minimum.txt;
+# torch from TORCH_SPEC), then the fast tests. Not part of `make test` (a second environment to install).
+MIN_VENV ?= .venv-min
+test-min:
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip --disable-pip-version-check install --quiet "$(TORCH_SPEC)"
+	$(MIN_VENV)/bin/python -m pip --disable-pip-version-check install --quiet --only-binary :all: -c constraints/minimum.txt -e ".[test]"
+	$(MIN_VENV)/bin/python -m pip --disable-pip-version-check check
+	$(MIN_VENV)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider
+
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/backbone_speed.py
 	$(BIN)/python bench/encode_speed.py
@@ -50,4 +60,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/pipeline_speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .ruff_cache .hypothesis

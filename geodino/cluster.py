@@ -10,6 +10,7 @@ their blocks straight into the store (:mod:`geodino.runstore`); nothing is gathe
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import logging
 import os
@@ -176,6 +177,15 @@ def check_request(options: EncodeOptions, chunk: int | None, scheduler: str | No
     check_options(options)
     if scheduler not in (None, "threads"):
         check_address(scheduler)
+    if workers is not None or scheduler not in (None, "threads"):
+        require_distributed()
+
+
+def require_distributed() -> None:
+    """Refuse in one line a cluster run (``--workers``, ``--scheduler ADDRESS``) where ``distributed`` is not installed:
+    it is the optional extra ``geodino[distributed]``; the threaded scheduler needs only dask."""
+    if importlib.util.find_spec("distributed") is None:
+        raise InputError("--workers and --scheduler run on a dask.distributed cluster: pip install 'geodino[distributed]' (or distributed)")
 
 
 def check_address(address: str) -> str:

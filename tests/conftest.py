@@ -29,9 +29,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_weights_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test may see the user's GEODINO_WEIGHTS or weights cache."""
+    """No test may see the user's GEODINO_WEIGHTS, weights cache or Hugging Face hub cache (fresh processes inherit this)."""
     monkeypatch.delenv("GEODINO_WEIGHTS", raising=False)
     monkeypatch.setenv("GEODINO_CACHE", str(tmp_path / "geodino-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub-cache"))
 
 
 # --- local HTTP server and tiny checkpoints (used by test_store.py and test_cli.py) ---------------

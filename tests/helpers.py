@@ -4,6 +4,7 @@ command line run in this process or a fresh one with the one-line-error assertio
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import sys
@@ -32,6 +33,25 @@ def hf_reference(spec: WeightsSpec, meta_sd: StateDict, folder: Path) -> torch.n
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     assert not problems, problems
     return model.eval()
+
+
+def hub_snapshot(cache: Path, repo_id: str, commit: str, files: dict[str, Path], main: bool = False) -> Path:
+    """A snapshot in a Hugging Face hub cache laid out as ``hf download`` leaves it: each file's bytes in
+    ``models--owner--name/blobs/<sha256>``, ``snapshots/<commit>/<name>`` a relative symlink to its blob, and
+    ``refs/main`` naming ``commit`` when ``main``. Returns the snapshot folder."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir(exist_ok=True)
+    for name, source in files.items():
+        data = source.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(Path("..", "..", "blobs", blob.name))
+    if main:
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)  # huggingface_hub writes the hash without a newline
+    return snapshot
 
 
 def image(shape: tuple[int, int], batch: int = 2, seed: int = 0) -> torch.Tensor:

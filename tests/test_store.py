@@ -600,6 +600,8 @@ def test_candidates_in_hf_layouts(tmp_path: Path) -> None:
 
     snapshot = folder / "models--facebook--dinov3-vitl16-pretrain-sat493m" / "snapshots" / "0123456789abcdef"
     snapshot.mkdir(parents=True)
+    assert candidates_in(folder, spec) == []  # a snapshot without weights (an interrupted download) is no candidate
+    (snapshot / "model.safetensors").touch()
     assert candidates_in(folder, spec) == [snapshot]
     assert find_weights(spec, cache=folder) == snapshot
 

@@ -1,4 +1,4 @@
-"""Where weights live: an explicit path, ``GEODINO_WEIGHTS``, or the cache directory; and downloads.
+"""Where weights live: an explicit path, ``GEODINO_WEIGHTS``, geodino's cache or the Hugging Face hub cache; and downloads.
 
 The official files are gated: Meta e-mails a signed URL after its access form. ``download()``
 takes that URL (http or https only), streams it with a progress bar to ``<name>.part-<pid>`` beside
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import logging
 import math
 import os
 import time
@@ -23,6 +24,7 @@ from urllib.parse import unquote, urlparse
 
 from geodino.errors import GeodinoError, InputError, WeightsError
 from geodino.lock import OutputLock
+from geodino.models.hubcache import hub_cache_dir, repo_folder, snapshots
 from geodino.models.pretrained import PretrainedCfg
 from geodino.models.provenance import hash_in_name, sha256_file
 
@@ -30,6 +32,7 @@ ENV_WEIGHTS = "GEODINO_WEIGHTS"
 #: what a downloaded file may be called (the name comes from the URL; nothing else is written or removed)
 WEIGHT_SUFFIXES = (".pth", ".safetensors")
 ENV_CACHE = "GEODINO_CACHE"
+log = logging.getLogger(__name__)
 
 
 def cache_dir(override: str | Path | None = None) -> Path:
@@ -41,15 +44,15 @@ def cache_dir(override: str | Path | None = None) -> Path:
 
 
 def candidates_in(folder: Path, spec: PretrainedCfg) -> list[Path]:
-    """Files or HF folders inside ``folder`` that hold ``spec``'s weights, best first."""
+    """Files or HF folders inside ``folder`` that hold ``spec``'s weights, best first (a hub-cache-like
+    ``models--owner--repo`` folder counts with its snapshots that hold weights, ``refs/main``'s first)."""
     found: list[Path] = []
     if spec.file_name:
         found.append(folder / spec.file_name)
     found += sorted(folder.glob(f"{spec.file_stem}-*.pth")) + [folder / f"{spec.file_stem}.pth"]
     if spec.hf_repo:
-        owner, repo = spec.hf_repo.split("/")
-        found.append(folder / repo)
-        found += sorted((folder / f"models--{owner}--{repo}" / "snapshots").glob("*"))  # HF hub cache layout
+        found.append(folder / spec.hf_repo.split("/")[-1])
+        found += snapshots(repo_folder(folder, spec.hf_repo))  # HF hub cache layout
     seen: set[Path] = set()
     unique: list[Path] = []
     for p in found:
@@ -60,7 +63,9 @@ def candidates_in(folder: Path, spec: PretrainedCfg) -> list[Path]:
 
 
 def find_weights(spec: PretrainedCfg, weights: str | Path | None = None, cache: str | Path | None = None) -> Path:
-    """Resolve the checkpoint for ``spec``: an explicit file/folder, ``$GEODINO_WEIGHTS``, then the cache."""
+    """Resolve the checkpoint for ``spec``: an explicit file/folder, ``$GEODINO_WEIGHTS``, geodino's cache, then
+    (for a spec with ``hf_repo``) the Hugging Face hub cache (:func:`~geodino.models.hubcache.hub_cache_dir`), where
+    the snapshot ``refs/main`` names wins over others. The path returned is what the outputs record as ``weights``."""
     looked: list[str] = []
     for origin, value in (("weights", weights), (ENV_WEIGHTS, os.environ.get(ENV_WEIGHTS))):
         if not value:
@@ -82,6 +87,12 @@ def find_weights(spec: PretrainedCfg, weights: str | Path | None = None, cache: 
     if folder.is_dir() and (hits := candidates_in(folder, spec)):
         return hits[0]
     looked.append(f"cache {folder}")
+    if spec.hf_repo:
+        hub = hub_cache_dir()
+        if found := snapshots(repo_folder(hub, spec.hf_repo)):
+            log.info("weights of %s from the Hugging Face cache: %s", spec.name, found[0])
+            return found[0]
+        looked.append(f"Hugging Face cache {hub}")
     where = spec.file_name or f"{spec.file_stem}-<hash>.pth"
     raise WeightsError(
         f"no weights for {spec.name} ({where}) in {'; '.join(looked)}: request access at "
