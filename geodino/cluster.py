@@ -31,6 +31,7 @@ from geodino.job import Job, as_job
 from geodino.outputs import OutputSet, absolute
 from geodino.runstore import BlockRows, ZarrRun, file_identity
 from geodino.scene import Scene, open_scene
+from geodino.stacitem import with_items
 from geodino.streams import stream_workers
 from geodino.tilemodel import TileModel
 from geodino.tiling import TilePlan
@@ -110,7 +111,7 @@ def encode_to_zarr(
         scene = open_scene(scene).absolute()
     paths = scene.scene.paths if isinstance(scene, Job) else scene.paths
     model_inputs = model.inputs() if isinstance(model, ModelRef) else []
-    with OutputSet({"features": out}, [*paths, *model_inputs], options.overwrite) as outs:
+    with OutputSet(with_items({"features": out}), [*paths, *model_inputs], options.overwrite) as outs:
         run = ZarrRun(out)
         fresh = options.overwrite or not run.folder.exists()
         try:

@@ -16,6 +16,7 @@ from geodino.features import FeatureExtractor
 from geodino.models import RANDOM, DinoVisionTransformer, build_model
 from geodino.outputs import OutputSet
 from geodino.pca import write_quicklook
+from geodino.stacitem import with_items
 from geodino.synthetic import write_scene
 
 #: The shared real scene the demo prefers (relative to the folder that holds the checkout).
@@ -75,9 +76,10 @@ def run_demo(
     path, origin = demo_scene(out_dir, scene)
     extractor = FeatureExtractor(model, device="auto")
     options = EncodeOptions(tile=tile, overlap=overlap, overwrite=True)
-    targets = {"features": out_dir / "features.tif", "quicklook": out_dir / "features_pca.png"}
+    features = out_dir / "features.tif"
+    targets = with_items({"features": features, "quicklook": out_dir / "features_pca.png"})
     with OutputSet(targets, [path], overwrite=True, replaceable=["quicklook"]) as outs:
-        result = encode_scene(path, targets["features"], extractor, options, progress, outputs=outs)
+        result = encode_scene(path, features, extractor, options, progress, outputs=outs)
         write_quicklook(outs.temp("features"), outs.temp("quicklook"))
         done = outs.commit()
     return DemoReport(path, origin, result.out, done["quicklook"], result, bool(extractor.describe()["random_weights"]))

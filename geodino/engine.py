@@ -25,12 +25,13 @@ from geodino.allocator import trim_free_memory
 from geodino.errors import InputError
 from geodino.estimate import Stages
 from geodino.features import FeatureExtractor
-from geodino.job import BandChoice, Job, Tiling, as_job
-from geodino.outputs import OutputSet, check_targets, own_outputs
+from geodino.job import BandChoice, Job, Tiling, as_job, own_outputs
+from geodino.outputs import OutputSet, check_targets
 from geodino.pca import PCA, CellSampler, fit_pca
 from geodino.reader import SceneReader, TileData, prefetch
 from geodino.scene import Scene, open_scene
 from geodino.spill import Kept, TileSpill
+from geodino.stacitem import with_items
 from geodino.stitch import Sink, Stitcher
 from geodino.tilemodel import TileModel, check_finite, check_shape, patches_of
 from geodino.tiling import Tile
@@ -108,9 +109,9 @@ def pca_names(k: int) -> list[str]:
     return [f"PC{i + 1}" for i in range(k)]
 
 
-def encode_targets(out: str | Path, options: EncodeOptions) -> dict[str, Path | None]:
-    """The outputs of an encode run by role: the features and, with ``tokens``, their sidecar."""
-    return {"features": Path(out), "tokens": tokens_path(Path(out)) if options.tokens else None}
+def encode_targets(out: str | Path, options: EncodeOptions) -> dict[str, str | Path | None]:
+    """The outputs of an encode run by role: the features, their STAC item and, with ``tokens``, the tokens store."""
+    return with_items({"features": Path(out), "tokens": tokens_path(Path(out)) if options.tokens else None})
 
 
 def check_outputs(out: str | Path, options: EncodeOptions, inputs: Iterable[str | Path | None] = ()) -> Path:

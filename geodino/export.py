@@ -10,6 +10,7 @@ from odc.geo.geobox import GeoBox
 from geodino.errors import InputError, OutputError
 from geodino.lock import OutputLock
 from geodino.outputs import OutputSet, check_targets, run_lock
+from geodino.stacitem import with_items
 from geodino.writer import BLOCK, HALF_FLOAT_COG, FeatureWriter, check_cog_name, check_format
 from geodino.zarrstore import check_sealed
 
@@ -28,7 +29,7 @@ def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overw
     check_format("cog", dtype)
     if not (src / ".zmetadata").exists() and not (src / "zarr.json").exists():
         raise InputError(f"{src} is not a Zarr store written by geodino encode --format zarr")
-    check_targets({"features": out}, [src], overwrite)
+    check_targets(with_items({"features": out}), [src], overwrite)
     check_sealed(src)
     try:
         feats = open_features(src)
@@ -52,7 +53,7 @@ def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overw
         OutputLock(
             run_lock(src), src, lambda holder: OutputError(f"{src} is being written by a geodino run ({holder}): export it when done")
         ),
-        OutputSet({"features": out}, [src], overwrite) as outs,
+        OutputSet(with_items({"features": out}), [src], overwrite) as outs,
         FeatureWriter(outs.temp("features"), geobox, d, "cog", dtype) as writer,
     ):  # the store is locked like an output, so no encode replaces it while it is read
         for r0 in range(0, h, rows):

@@ -11,9 +11,10 @@ they give the same values bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,3 +237,16 @@ def as_job(
     if adapter is not None:
         return job_of(scene if isinstance(scene, Scene) else open_scene(scene), adapter, model, tiling)
     return prepare_job(scene, model, tiling=tiling, choice=choice)
+
+
+@contextlib.contextmanager
+def own_outputs(
+    outputs: OutputSet | None, targets: Mapping[str, str | Path | None], inputs: Iterable[str | Path | None], overwrite: bool
+) -> Iterator[OutputSet]:
+    """``outputs`` as given (its owner commits), or a new set for ``targets`` committed when the block succeeds."""
+    if outputs is not None:
+        yield outputs
+        return
+    with OutputSet(targets, inputs, overwrite) as outs:
+        yield outs
+        outs.commit()

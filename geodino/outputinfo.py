@@ -76,8 +76,10 @@ def _zarr_info(p: Path) -> dict[str, object] | None:
     ref = group.get("spatial_ref")
     wkt = ref.attrs.get("crs_wkt") if ref is not None else None
     shape = tuple(int(n) for n in array.shape)
+    gt = ref.attrs.get("GeoTransform") if ref is not None else None  # GDAL's order: c a b f d e
+    c, a, b, f, d, e = (float(v) for v in gt.split()) if isinstance(gt, str) else (np.nan,) * 6
     grid = {"width": shape[-1], "height": shape[-2], "bands": shape[0], "dtype": str(array.dtype), "chunks": list(array.chunks),
-            "crs": _crs_name(wkt) if isinstance(wkt, str) else None, "nodata": _nodata(array.fill_value),
+            "crs": _crs_name(wkt) if isinstance(wkt, str) else None, "transform": [a, b, c, d, e, f], "nodata": _nodata(array.fill_value),
             "band_names": [str(n) for n in np.asarray(names[:]).tolist()] if isinstance(names, zarr.Array) else []}  # fmt: skip
     return {"schema": SCHEMA, "path": str(p), "format": "zarr", "grid": grid, "record": record}
 

@@ -34,6 +34,8 @@ MAX_NAME = 200
 #: what marks a folder as written by geodino (besides a Zarr store with geodino's attributes)
 MARKER = ".geodino"
 _LOCK, _RUN = "lock", "run"
+#: the role suffix of an output's STAC item sidecar (:func:`geodino.stacitem.with_items`)
+ITEM_ROLE = "_item"
 _DISK_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 #: outputs committed in this process (the CLI's interruption message must not say nothing was written)
 COMMITTED: list[Path] = []
@@ -328,7 +330,12 @@ class OutputSet:
 
     def commit(self, roles: Iterable[str] | None = None) -> dict[str, Path]:
         """Move every written temporary into place at once (all ``roles``, default those written). The old
-        outputs are moved aside first and deleted only when every new one is in place."""
+        outputs are moved aside first and deleted only when every new one is in place. STAC item sidecars
+        (``<role>_item`` targets, :mod:`geodino.stacitem`) are written first, from the rasters' temporaries."""
+        if any(r.endswith(ITEM_ROLE) for r in self.targets):
+            from geodino.stacitem import write_items
+
+            write_items(self)
         roles = [r for r in (roles or self.targets) if self.temp(r).exists() or self.temp(r).is_symlink()]
         moved: list[tuple[Path, Path | None, bool]] = []  # (final, old moved aside or None, new moved in)
         with signals_held():
@@ -382,16 +389,3 @@ def remove_orphans(target: Target) -> list[Path]:
             remove_path(p)
             removed.append(p)
     return removed
-
-
-@contextlib.contextmanager
-def own_outputs(
-    outputs: OutputSet | None, targets: Mapping[str, str | Path | None], inputs: Iterable[str | Path | None], overwrite: bool
-) -> Iterator[OutputSet]:
-    """``outputs`` as given (its owner commits), or a new set for ``targets`` committed when the block succeeds."""
-    if outputs is not None:
-        yield outputs
-        return
-    with OutputSet(targets, inputs, overwrite) as outs:
-        yield outs
-        outs.commit()

@@ -24,8 +24,8 @@ from geodino.engine import Progress, RunResult, stitch_job
 from geodino.errors import InputError
 from geodino.estimate import Stages
 from geodino.features import FeatureExtractor, Tokens, autocast, check_precision, resolve_device
-from geodino.job import BandChoice, Job, Tiling, as_job
-from geodino.outputs import OutputSet, own_outputs
+from geodino.job import BandChoice, Job, Tiling, as_job, own_outputs
+from geodino.outputs import OutputSet
 from geodino.scene import Scene, open_scene
 from geodino.writer import GDAL_CACHE_MB, NODATA_CLASS, FeatureWriter, check_cog_name
 
