@@ -93,6 +93,11 @@ def test_gdal_reads_the_crs_and_grid_of_a_store_with_and_without_cf(stores: dict
             assert ds.tags(1)["DIM_feature_VALUE"] == "L2_0000"
             np.testing.assert_array_equal(ds.read(1), first)
             assert np.isnan(ds.nodata)
+        # rioxarray's own opener goes through GDAL, which lists every array of a store (the coordinates too)
+        opened = rioxarray.open_rasterio(store, variable="features")
+        assert isinstance(opened, xr.Dataset)
+        da = opened["features"]
+        assert da.rio.crs == crs and da.rio.transform() == transform and da.shape == (64, 10, 6)
 
 
 @pytest.mark.slow
