@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
@@ -27,13 +29,19 @@ from geodino import steps
 from geodino.errors import GeodinoError, Interrupted, Terminated
 from geodino.outputs import COMMITTED
 
-try:
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click since 0.2x
-except ImportError:  # pragma: no cover  (typer on click itself)
-    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment]
-
 if TYPE_CHECKING:
     from geodino.estimate import Stages
+
+
+def _click_exceptions() -> ModuleType:
+    """The exceptions of the click typer runs on: its own copy (recent typer vendors click), else click itself."""
+    try:
+        return importlib.import_module("typer._click.exceptions")
+    except ImportError:  # pragma: no cover  (an older typer)
+        return importlib.import_module("click.exceptions")
+
+
+_click = _click_exceptions()
 
 
 @contextlib.contextmanager
@@ -42,9 +50,9 @@ def _usage_errors() -> Iterator[None]:
     line and its exit code (2), instead of click's usage text and box; ``geodino`` alone still prints the help."""
     try:
         yield
-    except NoArgsIsHelpError:
+    except _click.NoArgsIsHelpError:
         raise
-    except ClickException as exc:
+    except _click.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         error_line(exc.format_message() + (f" (see {ctx.command_path} --help)" if ctx is not None else ""))
         raise typer.Exit(exc.exit_code) from None
