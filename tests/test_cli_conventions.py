@@ -166,24 +166,27 @@ def test_a_step_is_printed_once_it_has_run_a_few_seconds_then_periodically(monke
     from geodino.steps import step
 
     app = importlib.import_module("geodino.cli.app")
-    log = io.StringIO()
-    monkeypatch.setattr(app, "err_console", Console(file=log, force_terminal=False, width=200))
-    monkeypatch.setattr(app, "STEP_AFTER", 0.3)
-    monkeypatch.setattr(app, "LOG_EVERY", 0.5)
+    monkeypatch.setattr(app, "STEP_AFTER", 0.2)  # on a terminal
+    monkeypatch.setattr(app, "LOG_EVERY", 1.0)  # in a log: the first line too, like the tile lines
     logger = logging.getLogger("geodino.test_steps")
-    try:
-        app.configure_logging(0)
-        with step(logger, "quick %s", "step"):
-            pass
+
+    def shown(seconds: float, terminal: bool = False, verbosity: int = 0) -> list[str]:
+        log = io.StringIO()
+        monkeypatch.setattr(app, "err_console", Console(file=log, force_terminal=terminal, width=200))
+        app.configure_logging(verbosity)
         with step(logger, "loading %s", "weights"):
-            time.sleep(1.2)  # lines at about 0.3 s and 0.8 s
+            time.sleep(seconds)
         lines = log.getvalue().splitlines()
-        assert 1 <= len(lines) <= 3 and all(ln.startswith("geodino: loading weights, 0:00:0") for ln in lines), lines
-        time.sleep(0.8)  # the step has ended: nothing more
+        time.sleep(0.5)  # the step has ended: nothing more
         assert log.getvalue().splitlines() == lines
-        app.configure_logging(-1)  # -q: steps are not shown
-        with step(logger, "loading %s", "more"):
-            time.sleep(0.5)
-        assert log.getvalue().splitlines() == lines
+        return lines
+
+    try:
+        assert shown(0.4) == []  # in a log, shorter than LOG_EVERY: nothing, and an error line would stand alone
+        lines = shown(2.3)  # lines at about 1 s and 2 s
+        assert 1 <= len(lines) <= 2 and all(ln.startswith("geodino: loading weights, 0:00:0") for ln in lines), lines
+        assert shown(0.6, terminal=True) == ["geodino: loading weights, 0:00:00"]  # after STEP_AFTER on a terminal
+        assert shown(1.5, verbosity=-1) == []  # -q
+        assert shown(0.0, verbosity=1) == ["geodino: info: loading weights"]  # -v: the record itself, at once
     finally:
         app.configure_logging(0)

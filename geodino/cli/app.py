@@ -145,7 +145,8 @@ def warn(message: str) -> None:
 
 # --- logging: -v/-q, and long steps as lines ------------------------------------------------------------
 
-#: Seconds a step (:mod:`geodino.steps`) runs before the command line says so, at the default verbosity.
+#: Seconds a step (:mod:`geodino.steps`) runs before the command line says so, at the default verbosity on a terminal
+#: (in a log, :data:`LOG_EVERY`, like the tile lines: a step that fails sooner leaves its error line alone).
 STEP_AFTER = 3.0
 _verbosity = 0  # -v: +1 each, -q: -1
 
@@ -165,8 +166,9 @@ def configure_logging(verbosity: int) -> None:
 class LogLines(logging.Handler):
     """geodino's log records on stderr, one plain line each: ``geodino: warning: ...`` (``info``/``debug`` with
     ``-v``/``-vv``). A step's INFO record (:func:`geodino.steps.step`) is held at the default verbosity: the step is
-    printed only once it has run :data:`STEP_AFTER` s, then every :data:`LOG_EVERY` s (``geodino: loading ... weights
-    from ..., 0:00:03``) until its end record, so a quick step, and an error line, stand alone."""
+    printed only once it has run :data:`STEP_AFTER` s (:data:`LOG_EVERY` s when stderr is not a terminal), then every
+    :data:`LOG_EVERY` s (``geodino: loading ... weights from ..., 0:00:03``) until its end record, so a quick step, and
+    an error line, stand alone."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -182,7 +184,7 @@ class LogLines(logging.Handler):
             with self._wake:
                 now = time.perf_counter()
                 self._steps[sid] = (message, now)
-                self._due = now + (LOG_EVERY if _verbosity > 0 else STEP_AFTER)
+                self._due = now + (STEP_AFTER if _verbosity <= 0 and err_console.is_terminal else LOG_EVERY)
                 self._start_ticker()
         elif kind == steps.END:
             with self._wake:
