@@ -10,6 +10,7 @@ weights' mean/std are applied afterwards by the spec.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -21,6 +22,9 @@ from geodino.detect import Detection, band_record, detect, sentinel2_offset
 from geodino.errors import InputError
 from geodino.scene import Scene, open_source
 from geodino.sensors import SensorPreset
+from geodino.steps import step
+
+log = logging.getLogger(__name__)
 
 #: Longest side of the decimated read used for scene-wide statistics (overviews are used when present).
 STATS_SIDE = 1024
@@ -192,7 +196,8 @@ def prepare(
         how.append(f"fixed stretch from the preset (the whole {scene.dtype} range fits it: nothing can clip, no sample read)")
         low, high, clip_notes, nonfinite, sampled = [0.0] * n_inputs, [0.0] * n_inputs, [], 0, 0
     else:
-        sample, mask = decimated_read(scene, indexes)
+        with step(log, "scene statistics: a decimated read of %d band(s) of %s", len(indexes), scene.paths[0]):
+            sample, mask = decimated_read(scene, indexes)
         probe = BandAdapter(preset.name, indexes, names, 1.0, 0.0, (0.0,) * n_inputs, (1.0,) * n_inputs, nodata, "")
         valid = probe.valid(sample, mask)  # NaN/inf pixels are invalid, so left out of every statistic
         sampled = int(sample.shape[1] * sample.shape[2])

@@ -6,28 +6,28 @@ import contextlib
 
 import torch
 
+from geodino import choices
 from geodino.errors import InputError
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: The torch dtype of each precision name (the names: :data:`geodino.choices.PRECISIONS`).
+PRECISIONS = dict(zip(choices.PRECISIONS, (torch.float32, torch.bfloat16, torch.float16), strict=True))
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when present, else CPU; otherwise the named device (checked)."""
+    """``None``/``"auto"`` -> CUDA when present, else CPU; otherwise the named device (checked:
+    :func:`geodino.choices.check_device`, and present here)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    dev = torch.device(choices.check_device(device))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device} asked for but CUDA is not available here: use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device} asked for but MPS is not available here: use --device cpu")
     return dev
 
 
 def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    return precision
+    return choices.check_choice("--precision", precision, choices.PRECISIONS)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:

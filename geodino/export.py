@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from odc.geo.geobox import GeoBox
@@ -14,14 +15,20 @@ from geodino.stacitem import with_items
 from geodino.writer import BLOCK, HALF_FLOAT_COG, FeatureWriter, check_cog_name, check_format
 from geodino.zarrstore import check_sealed
 
+if TYPE_CHECKING:
+    from geodino.engine import Progress
+
 #: bytes of features held per strip while exporting
 STRIP_BYTES = 256 * 2**20
 
 
-def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overwrite: bool = False) -> Path:
+def export_cog(
+    store: str | Path, out: str | Path, dtype: str = "float32", overwrite: bool = False, progress: Progress | None = None
+) -> Path:
     """Write the COG ``out`` from a feature store ``(feature, y, x)`` written by ``geodino encode --format zarr``:
     same grid, CRS, band names and ``GEODINO_*`` tags (plus ``GEODINO_EXPORTED_FROM``). Atomic, like encode.
-    Unfinished stores and stores that lost chunks are refused (their completion record, not NaN, tells)."""
+    Unfinished stores and stores that lost chunks are refused (their completion record, not NaN, tells).
+    ``progress(rows done, rows)`` after each strip read; writing the COG is then a logged step."""
     from geodino.featuremaps import open_features
 
     src = Path(store)
@@ -64,5 +71,7 @@ def export_cog(store: str | Path, out: str | Path, dtype: str = "float32", overw
                     f"{src} is damaged: rows {r0}-{r0 + rows} cannot be read ({type(exc).__name__}); encode it again"
                 ) from None
             writer.write_rows(r0, strip.transpose(1, 2, 0))
+            if progress is not None:
+                progress(min(r0 + rows, h), h)
         writer.finish(meta, names)
         return outs.commit()["features"]

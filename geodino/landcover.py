@@ -9,8 +9,10 @@ The split is spatial: blocks of ``block`` pixels go wholly to training or to val
 
 from __future__ import annotations
 
+import logging
 import pickle
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,9 @@ from geodino.models.checkpoint import first_nonfinite
 from geodino.scene import Scene
 
 HEAD_FORMAT = "geodino-landcover-head/1"
+#: ``epoch_progress(epoch, epochs, loss)`` after each training epoch (1-based), with that epoch's training loss.
+EpochProgress = Callable[[int, int, float], None]
+log = logging.getLogger(__name__)
 
 
 class LinearHead(nn.Module):
@@ -93,9 +98,11 @@ def train_head(
     seed: int = 0,
     progress: Progress | None = None,
     adapter: BandAdapter | None = None,
+    epoch_progress: EpochProgress | None = None,
 ) -> TrainResult:
     """Encode ``scene`` (a prepared :class:`~geodino.job.Job`, or a scene prepared here with ``tiling``/``choice``, or
-    with ``adapter``) to a temporary feature raster, then fit a :class:`LinearHead` on labelled pixels."""
+    with ``adapter``) to a temporary feature raster, then fit a :class:`LinearHead` on labelled pixels.
+    ``progress(done, total)`` follows the tiles, ``epoch_progress(epoch, epochs, loss)`` the epochs (also logged at DEBUG)."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise InputError(f"epochs must be >= 1, not {epochs!r}")
     if not 2 <= labels.n_classes <= MAX_CLASSES:
@@ -126,12 +133,16 @@ def train_head(
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     losses = []
     head.train()
-    for _ in range(epochs):
+    log.info("training a linear head: %d epochs on %d labelled pixels (%d held out)", epochs, len(train_idx), len(val_idx))
+    for epoch in range(1, epochs + 1):
         opt.zero_grad()
         loss = F.cross_entropy(head(x[train_idx])[:, :, 0, 0], y[train_idx], weight=weight)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        log.debug("epoch %d/%d: loss %.4f", epoch, epochs, losses[-1])
+        if epoch_progress is not None:
+            epoch_progress(epoch, epochs, losses[-1])
     head.eval()
     with torch.no_grad():
         pred = head(x)[:, :, 0, 0].argmax(1).numpy()

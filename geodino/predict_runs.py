@@ -109,7 +109,7 @@ def train_run(
     with outputs.open() as outs:
         extractor = FeatureExtractor(load_backbone(model, weights, check_hash), layers, device)
         random_note(extractor, hooks)
-        res = train_head(job, lab, extractor, epochs=epochs, progress=hooks.progress)
+        res = train_head(job, lab, extractor, epochs=epochs, progress=hooks.progress, epoch_progress=hooks.epochs)
         save_head(outs.temp("head"), res.head, res.info)
         outs.temp("metrics").write_text(json.dumps(res.info["metrics"], indent=2))
         outs.commit()

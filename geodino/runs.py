@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from geodino.blocks import ModelRef
 from geodino.cluster import ZarrResult, check_request, encode_to_zarr
@@ -27,6 +28,9 @@ from geodino.models.vit import DinoVisionTransformer
 from geodino.scene import Scene, open_scene
 from geodino.tilemodel import TileModel, load_factory, refuse_backbone_options
 
+if TYPE_CHECKING:
+    from geodino.landcover import EpochProgress
+
 
 def _warn(message: str) -> None:
     warnings.warn(f"geodino: {message}", UserWarning, stacklevel=3)
@@ -40,11 +44,13 @@ def _notes(notes: Sequence[str]) -> None:
 @dataclass
 class Hooks:
     """Where a run reports: ``notes`` (what geodino decided, before the work starts), ``warn`` (e.g. random
-    weights) and ``progress(done, total)``. Defaults: ``UserWarning`` and no progress."""
+    weights), ``progress(done, total)`` over tiles and ``epochs(epoch, epochs, loss)`` while a head trains.
+    Defaults: ``UserWarning`` and no progress. Long steps without a count are logged (:mod:`geodino.steps`)."""
 
     notes: Callable[[Sequence[str]], None] = _notes
     warn: Callable[[str], None] = _warn
     progress: Progress | None = field(default=None)
+    epochs: EpochProgress | None = field(default=None)
 
 
 def split_output(paths: Sequence[str], out: str | Path | None, usage: str) -> tuple[list[str], Path]:

@@ -13,6 +13,7 @@ NaN. Every output carries the run's metadata (tags / attrs).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -26,10 +27,12 @@ import rasterio.shutil
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 
+from geodino.choices import DTYPES, FEATURE_DTYPES, FORMATS
 from geodino.cogfile import overview_factors
 from geodino.errors import InputError
 from geodino.outputs import remove_path
 from geodino.record import record_tags
+from geodino.steps import step
 from geodino.streams import open_stream
 from geodino.tiling import grid_crs
 from geodino.zarrstore import chunks_of, feature_dataset, seal_store
@@ -37,9 +40,8 @@ from geodino.zarrstore import chunks_of, feature_dataset, seal_store
 if TYPE_CHECKING:
     pass
 
-FORMATS = ("cog", "zarr")
-DTYPES = ("float32", "float16", "uint8")  # uint8: class rasters only
-FEATURE_DTYPES = ("float32", "float16")
+log = logging.getLogger(__name__)
+
 #: GDAL block cache while finishing: bounded so memory does not grow with the scene.
 GDAL_CACHE_MB = 64
 #: ``project(block (rows, cols, D)) -> (rows, cols, K)`` applied while finishing (PCA).
@@ -219,7 +221,7 @@ class FeatureWriter:
             ds.update_tags(**record_tags(metadata))
             if colormap:
                 ds.write_colormap(1, colormap)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), step(log, "finishing the %s of %d bands", self.fmt.upper(), self.dim):
             if self.fmt == "cog" and resolution:
                 self._to_coarse_cog(src, resolution)
             elif self.fmt == "cog":

@@ -21,7 +21,19 @@ assert_one_line_error = functools.partial(helpers.one_line_error, quiet_stdout=T
 
 TINY = "geodino_tiny_mlp"
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("models", "download", "check-weights", "convert", "demo", "encode", "info", "canopy-height", "train-head", "land-cover")
+COMMANDS = (
+    "models",
+    "sensors",
+    "download",
+    "check-weights",
+    "convert",
+    "demo",
+    "encode",
+    "info",
+    "canopy-height",
+    "train-head",
+    "land-cover",
+)
 
 
 @pytest.fixture(autouse=True)

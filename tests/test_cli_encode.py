@@ -70,8 +70,8 @@ def bad_inputs(tmp_path: Path, scene: Path) -> dict[str, tuple[list[str], tuple[
         "missing": ([tmp_path / "nope.tif"], ("scene not found",)),
         "existing": ([scene, "--out", existing], ("existing.tif exists: pass --overwrite",)),
         "bands": ([scene, "--bands", "B08,B04,B03"], ("no band B08, B04, B03 in scene.tif", "--bands 1,2,3")),
-        "format": ([scene, "--format", "npy"], ("--format 'npy'",)),
-        "precision": ([scene, "--precision", "fp8"], ("--precision 'fp8'",)),
+        "format": ([scene, "--format", "npy"], ("Invalid value for '--format': 'npy' is not one of cog, zarr",)),
+        "precision": ([scene, "--precision", "fp8"], ("Invalid value for '--precision': 'fp8' is not one of fp32, bf16, fp16",)),
         "layers": ([scene, "--layers", "last"], ("--layers 'last'",)),
         "block index": ([scene, "--layers", "7"], ("block index 7 out of range for a model with 3 blocks",)),
     }

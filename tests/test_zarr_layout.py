@@ -13,7 +13,7 @@ import numpy as np
 import odc.geo.xr  # noqa: F401  (registers .odc, as a user does)
 import pytest
 import rasterio
-import rioxarray  # noqa: F401  (registers .rio, as a user does)
+import rioxarray
 import xarray as xr
 from affine import Affine
 

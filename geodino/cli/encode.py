@@ -8,13 +8,15 @@ from typing import Annotated
 
 import typer
 
-from geodino.cli.app import TileBar, app, console, err_console, guard, print_notes, print_stages
+from geodino.cli.app import TileBar, app, console, guard, print_notes, print_stages, warn
 from geodino.cli.options import (
     AllowClipOpt,
     BandsOpt,
     BatchOpt,
     CheckHashOpt,
     DeviceOpt,
+    FeatureDtypeOpt,
+    FormatOpt,
     GsdOpt,
     ModelOpt,
     OutOpt,
@@ -27,10 +29,6 @@ from geodino.cli.options import (
     TileOpt,
     WeightsOpt,
 )  # fmt: skip
-
-
-def warn(message: str) -> None:
-    err_console.print(f"[yellow]geodino: {message}[/]")
 
 
 @app.command("encode")
@@ -48,8 +46,8 @@ def encode_cmd(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     layers: Annotated[str, typer.Option(help="blocks to keep, e.g. -1 or 5,11,17,23 (concatenated)")] = "-1",
-    fmt: Annotated[str | None, typer.Option("--format", help="cog or zarr (default: from OUT's extension, .tif or .zarr)")] = None,
-    dtype: Annotated[str, typer.Option(help="float32 or float16 on disk")] = "float32",
+    fmt: FormatOpt = None,
+    dtype: FeatureDtypeOpt = "float32",
     pca: Annotated[int | None, typer.Option(help="write K PCA components (fitted on a sample) instead of all features")] = None,
     tokens: Annotated[bool, typer.Option(help="also write CLS and storage tokens per tile (<out>.tokens.zarr)")] = False,
     overwrite: OverwriteOpt = False,
@@ -109,13 +107,14 @@ def encode_cmd(
 def export_cmd(
     store: Annotated[Path, typer.Argument(help="a feature Zarr store written by geodino encode")],
     out: Annotated[Path, typer.Argument(help="the COG to write")],
-    dtype: Annotated[str, typer.Option(help="float32 or float16 on disk")] = "float32",
+    dtype: FeatureDtypeOpt = "float32",
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
 ) -> None:
     """Write a feature COG from a Zarr store (streamed strip by strip, same tags as encode writes)."""
     from geodino.export import export_cog
 
-    res = export_cog(store, out, dtype, overwrite)
+    with TileBar("exporting", unit="rows") as bar:
+        res = export_cog(store, out, dtype, overwrite, progress=bar)
     console.print(f"wrote {res}: from {store}")
 
 

@@ -1,17 +1,22 @@
-"""``geodino models``, ``download``, ``check-weights`` and ``convert``: the weights registry from the shell."""
+"""``geodino models``, ``download``, ``check-weights`` and ``convert``: the weights registry from the shell; ``geodino sensors``:
+the sensor presets."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.measure import Measurement
 from rich.table import Column, Table
 
 from geodino.cli.app import app, console, guard
+from geodino.cli.options import LayoutOpt
 from geodino.errors import InputError
 from geodino.outputs import OutputSet
+
+if TYPE_CHECKING:
+    from geodino.sensors import SensorPreset
 
 WeightsOpt = Annotated[str | None, typer.Option("--weights", help="checkpoint file, HF folder, or 'random'")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="weights cache (default $GEODINO_CACHE or ~/.cache/geodino)")]
@@ -38,6 +43,35 @@ def models_cmd(pattern: Annotated[str, typer.Argument(help="glob over names")] =
     if not console.is_terminal:  # a pipe or a log: the table's natural width, names never cut to fit 80 columns
         table.width = max(console.width, Measurement.get(console, console.options.update_width(10_000), table).maximum)
     console.print(table)
+
+
+@app.command("sensors")
+@guard
+def sensors_cmd(pattern: Annotated[str, typer.Argument(help="glob over names")] = "*") -> None:
+    """List the sensor presets --sensor takes (and detection chooses from): bands fed as R,G,B, scaling, stretch."""
+    import fnmatch
+
+    from geodino.sensors import load_presets, sensors_dir
+
+    presets = load_presets()
+    names = sorted(n for n in presets if fnmatch.fnmatchcase(n, pattern))
+    if not names:
+        raise InputError(f"no sensor preset matches {pattern!r} (a glob over whole names, e.g. '*landsat*'): {', '.join(sorted(presets))}")
+    columns = (Column("name", no_wrap=True), "data", "R,G,B", "scale, offset", "stretch", "description")
+    table = Table(*columns, title=f"sensor presets ({sensors_dir()})")
+    for name in names:
+        table.add_row(*_preset_row(presets[name]))
+    if not console.is_terminal:  # a pipe or a log: the table's natural width, as for models
+        table.width = max(console.width, Measurement.get(console, console.options.update_width(10_000), table).maximum)
+    console.print(table)
+
+
+def _preset_row(p: SensorPreset) -> tuple[str, ...]:
+    """A preset's row in ``geodino sensors``: name, data types it takes, bands fed as R,G,B, scaling, stretch, description."""
+    lo_hi = f"{p.stretch_end('lo'):g} to {p.stretch_end('hi'):g}" if p.percentiles is None else ""
+    stretch = f"percentiles {p.percentiles[0]:g}-{p.percentiles[1]:g}" if p.percentiles else lo_hi
+    offset = p.offset if isinstance(p.offset, str) else f"{p.offset:g}"
+    return p.name, ",".join(p.match_dtype) or "any", ",".join(p.rgb), f"{p.scale:g}, {offset}", stretch, p.description
 
 
 @app.command("download")
@@ -98,14 +132,12 @@ def convert_cmd(
     model: str,
     src: Annotated[str, typer.Argument(help="checkpoint to read (Meta .pth, .safetensors or HF folder)")],
     dst: Annotated[Path, typer.Argument(help="where to write")],
-    to: Annotated[str, typer.Option(help="'meta' (.pth) or 'hf' (folder)")] = "hf",
+    to: LayoutOpt = "hf",
     check_hash: bool = True,
 ) -> None:
     """Convert a checkpoint between Meta's and Hugging Face's layouts."""
     from geodino.models import build_model, save_checkpoint
 
-    if to not in ("meta", "hf"):
-        raise InputError(f"--to must be 'meta' or 'hf', not {to!r}")
     if dst.exists() or dst.is_symlink():
         raise InputError(f"{dst} exists; choose a new path")
     with OutputSet({"checkpoint": dst}, [src]) as outs:

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from geodino.cli.app import TileBar, app, console, guard, print_notes, print_stages
-from geodino.cli.encode import warn
+from geodino.cli.app import TileBar, app, console, guard, print_notes, print_stages, warn
 from geodino.cli.options import (
     AllowClipOpt,
     BandsOpt,
@@ -110,11 +109,12 @@ def train_head_cmd(
     if len(scene) < 2:
         raise InputError("give the scene and the labels: geodino train-head SCENE... LABELS --out HEAD")
     *paths, labels = scene
-    with TileBar("features") as bar:
+    with TileBar("features") as bar, TileBar("training", unit="epochs", from_first=True) as trained:
+        hooks = Hooks(print_notes, warn, bar, epochs=lambda epoch, n, loss: trained(epoch, n, f"loss {loss:.3f}"))
         run = train_run(
             paths, labels, out, class_column=class_column, model=model, weights=weights, layers=layers,
             tiling=tiling(tile, overlap, 4), choice=choice(sensor, bands, gsd, allow_clipping), epochs=epochs, device=device,
-            overwrite=overwrite, check_hash=check_hash, hooks=Hooks(print_notes, warn, bar),
+            overwrite=overwrite, check_hash=check_hash, hooks=hooks,
         )  # fmt: skip
     lab, losses = run.labels, run.result.losses
     metrics = cast("dict[str, Any]", run.result.info["metrics"])  # classification_metrics' JSON record

@@ -13,6 +13,7 @@ into the decoder) next to the SAT-493M backbone file; Hugging Face ships both in
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -41,6 +42,9 @@ from geodino.models.provenance import RANDOM, WeightsInfo, verify_hash
 from geodino.models.specs import REGISTRY, WeightsSpec
 from geodino.models.store import find_weights
 from geodino.models.vit import DinoVisionTransformer
+from geodino.steps import step
+
+log = logging.getLogger(__name__)
 
 
 class CanopyHeightModel(nn.Module):
@@ -134,8 +138,9 @@ def _load_head(spec: HeadSpec, path: Path, check_hash: bool) -> tuple[DPTDecoder
         raise WeightsError(
             f"{path.name} is the backbone checkpoint of {backbone.name}: pass it as backbone_weights, the head file as weights"
         )
-    verified = verify_hash(path) if check_hash and path.is_file() else None
-    sd, _, config = read_checkpoint(path)
+    with step(log, "loading %s head weights from %s", spec.name, path):
+        verified = verify_hash(path) if check_hash and path.is_file() else None
+        sd, _, config = read_checkpoint(path)
     backbone_sd = None
     layout = "hf" if is_hf_head(sd) else "meta"
     named = {k: v for k, v in sd.items() if k.startswith(HF_HEAD_PREFIX)} if layout == "hf" else sd  # the file's key names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -22,6 +23,9 @@ from geodino.models.provenance import RANDOM, WeightsInfo, verify_hash
 from geodino.models.specs import REGISTRY, WeightsSpec, get_spec
 from geodino.models.store import find_weights
 from geodino.models.vit import DinoVisionTransformer
+from geodino.steps import step
+
+log = logging.getLogger(__name__)
 
 
 def build_model(
@@ -68,9 +72,10 @@ def load_checkpoint(
     official = official_spec_of(path, REGISTRY.values())
     if official is not None and official.file_stem != spec.file_stem:
         raise WeightsError(f"{path.name} is the official checkpoint of {official.name}, not of {spec.name}")
-    verified = verify_hash(path) if check_hash and path.is_file() else None
-    sd, layout, config = read_checkpoint(path)
-    model = model_from_state_dict(spec, sd, layout, config, path.name, dtype)
+    with step(log, "loading %s weights from %s", spec.name, path):
+        verified = verify_hash(path) if check_hash and path.is_file() else None
+        sd, layout, config = read_checkpoint(path)
+        model = model_from_state_dict(spec, sd, layout, config, path.name, dtype)
     return model, WeightsInfo(spec.name, str(path), layout, hash_verified=verified)
 
 
