@@ -182,7 +182,7 @@ def test_demo_encodes_a_scene_to_a_cog_and_a_quicklook(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "(RANDOM: the features and the picture carry no meaning)" in result.stdout
     assert "10x13 cells x 64 bands, EPSG:32633" in result.stdout and "preset rgb8" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["features.tif", "features_pca.png"]
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["features.tif", "features.tif.json", "features_pca.png"]
     import rasterio
 
     with rasterio.open(tmp_path / "demo" / "features_pca.png") as png:
