@@ -15,6 +15,7 @@ import functools
 
 import numpy as np
 
+from geodino.bandstats import BandStats
 from geodino.cogfile import CogFile, CogLayout
 from geodino.rowblocks import RowBlocks, TaskPool
 from geodino.tiffcodec import compress_tiles, predicted_tiles
@@ -50,11 +51,14 @@ class CogStream:
     """Feeds a :class:`~geodino.cogfile.CogFile` with ``layout``'s levels from rows pushed in order.
 
     ``dtype`` of the file: float32 or float16 (values rounded to the nearest half float). ``workers``:
-    compression threads.
+    compression threads. :attr:`stats`: band statistics of the coarsest level, gathered by the compression tasks
+    from the block rows they hold (the full resolution's, exact, when there are no overviews; else marked
+    approximate, as GDAL's own statistics from an overview are).
     """
 
     def __init__(self, cog: CogFile, layout: CogLayout, workers: int) -> None:
         self.cog, self.layout = cog, layout
+        self.stats = BandStats(layout.count, approximate=layout.levels > 1)
         self.np_dtype = np.dtype(layout.dtype)
         self._tasks = TaskPool(max(1, workers), IN_FLIGHT * max(1, workers), "geodino-compress")
         self._tx0 = 0  # the current strip's first tile column (the same at every level: see CogLayout.halving)
@@ -103,6 +107,8 @@ class CogStream:
         """Predict, compress and write the tiles of bands ``b0 ..`` of block row ``ty`` of ``level``."""
         if self.np_dtype != np.float32:
             block = block.astype(self.np_dtype)
+        if level == self.layout.levels - 1:
+            self.stats.add(block, b0)  # the values as stored
         pred = np.asarray(predicted_tiles(block, self.layout.tile_width(level), self.layout.tile_rows(level)))  # numpy in: numpy out
         self.cog.write_tiles(level, ty, [(b0 + band, tx0 + tx, payload) for band, tx, payload in compress_tiles(pred)])
 

@@ -25,6 +25,7 @@ from geodino.metrics import check_reference
 from geodino.models import get_spec
 from geodino.predict import CanopyPredictor, LandCoverPredictor, PredictResult, check_resolution, predict_scene
 from geodino.runs import Hooks, load_backbone, random_note, scene_of
+from geodino.sidecars import sidecar_targets
 from geodino.tilemodel import ModelCard
 from geodino.vectorize import check_vector_name
 from geodino.writer import check_cog_name
@@ -54,7 +55,7 @@ def canopy_run(
     report = out.with_suffix(".eval.json") if reference is not None else None
     inputs = [*([scene] if isinstance(scene, (str, Path)) else scene), *s.paths, weights, backbone_weights, reference]
     check_cog_name(out)
-    outputs = Outputs.of({"prediction": out, "evaluation": report}, inputs, overwrite)  # checked here
+    outputs = Outputs.of({"prediction": out, **sidecar_targets(out), "evaluation": report}, inputs, overwrite)  # checked here
     check_resolution(resolution, s)
     resolve_device(device), check_precision(precision)
     if reference is not None:
@@ -138,7 +139,7 @@ def land_cover_run(
     scene = [scene] if isinstance(scene, (str, Path)) else list(scene)
     s = scene_of(scene)
     out, head = Path(out), Path(head)
-    targets = {"prediction": out, "probabilities": probabilities, "vector": vector}
+    targets = {"prediction": out, **sidecar_targets(out), "probabilities": probabilities, "vector": vector}
     for raster in (out, probabilities):
         if raster is not None:
             check_cog_name(raster)
