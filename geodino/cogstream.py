@@ -24,6 +24,16 @@ from geodino.tiffcodec import compress_tiles, predicted_tiles
 IN_FLIGHT = 1
 #: Bands per compression task.
 BANDS_PER_TASK = 64
+#: Statistics of a COG with no overviews are exact up to this many values (bands x cells; about 10 ms of work),
+#: else they come from every other row and column (a quarter: the cost of an overview's), marked approximate.
+EXACT_STATS_VALUES = 1 << 22
+
+
+def stats_step(layout: CogLayout) -> int:
+    """Rows and columns of the coarsest level that :class:`CogStream` gathers statistics from: every one (1), or every
+    other (2: a level that is the full resolution of a large raster)."""
+    h, w = layout.shape(layout.levels - 1)
+    return 2 if layout.levels == 1 and h * w * layout.count > EXACT_STATS_VALUES else 1
 
 
 def halve(rows: np.ndarray) -> np.ndarray:
@@ -52,13 +62,15 @@ class CogStream:
 
     ``dtype`` of the file: float32 or float16 (values rounded to the nearest half float). ``workers``:
     compression threads. :attr:`stats`: band statistics of the coarsest level, gathered by the compression tasks
-    from the block rows they hold (the full resolution's, exact, when there are no overviews; else marked
-    approximate, as GDAL's own statistics from an overview are).
+    from the block rows they hold: exact for a small COG with no overviews, else (from an overview, or from every
+    other row and column of a large full resolution: :func:`stats_step`) marked approximate, as GDAL's own
+    estimates are.
     """
 
     def __init__(self, cog: CogFile, layout: CogLayout, workers: int) -> None:
         self.cog, self.layout = cog, layout
-        self.stats = BandStats(layout.count, approximate=layout.levels > 1)
+        self._step = stats_step(layout)
+        self.stats = BandStats(layout.count, approximate=layout.levels > 1 or self._step > 1)
         self.np_dtype = np.dtype(layout.dtype)
         self._tasks = TaskPool(max(1, workers), IN_FLIGHT * max(1, workers), "geodino-compress")
         self._tx0 = 0  # the current strip's first tile column (the same at every level: see CogLayout.halving)
@@ -108,7 +120,9 @@ class CogStream:
         if self.np_dtype != np.float32:
             block = block.astype(self.np_dtype)
         if level == self.layout.levels - 1:
-            self.stats.add(block, b0)  # the values as stored
+            # the values as stored; block rows start on even rows and strips on even columns: a step of 2 takes the
+            # same rows and columns of the level everywhere
+            self.stats.add(block[:, :: self._step, :: self._step], b0)
         pred = np.asarray(predicted_tiles(block, self.layout.tile_width(level), self.layout.tile_rows(level)))  # numpy in: numpy out
         self.cog.write_tiles(level, ty, [(b0 + band, tx0 + tx, payload) for band, tx, payload in compress_tiles(pred)])
 

@@ -222,3 +222,44 @@ def test_band_stats_merge_chunks_and_threads_like_one_pass() -> None:
     c = BandStats(1, nodata=255)
     c.add(np.array([[[0, 1, 255], [2, 2, 255]]], np.uint8))
     assert (c.band(0).minimum, c.band(0).maximum, c.band(0).mean, c.band(0).valid_percent) == (0, 2, 1.25, pytest.approx(400 / 6))
+
+
+def test_pca_and_exported_cogs_hold_the_exact_statistics_of_what_they_store(tmp_path: Path) -> None:
+    from geodino.engine import EncodeOptions, encode_scene
+    from geodino.export import export_cog
+    from tests.scenes import PatchProbe
+
+    src = write_raster(tmp_path / "s.tif", coordinate_raster(200, 230))
+    opts = {"tile": 64, "overlap": 16}
+    pca = encode_scene(src, tmp_path / "pc.tif", PatchProbe(), EncodeOptions(pca=2, **opts))  # type: ignore[arg-type]
+    store = encode_scene(src, tmp_path / "f.zarr", PatchProbe(), EncodeOptions(**opts))  # type: ignore[arg-type]
+    exported = export_cog(store.out, tmp_path / "x.tif", dtype="float16")
+    for path, bands in ((pca.out, 2), (exported, 6)):
+        for b in range(1, bands + 1):
+            assert_stats_of(path, b, None)  # of the projection; of the half floats stored
+        assert cog_validate(str(path), quiet=True)[:2] == (True, [])
+
+
+def test_a_large_streamed_cog_without_overviews_takes_every_other_row_and_column_and_says_so(tmp_path: Path) -> None:
+    from geodino.cogstream import EXACT_STATS_VALUES
+
+    d, h, w = 96, 200, 256  # no overviews (256 cells), more values than are gathered exactly
+    assert d * h * w > EXACT_STATS_VALUES
+    data = np.random.default_rng(5).standard_normal((d, h, w)).astype(np.float32) + np.arange(d, dtype=np.float32)[:, None, None]
+    data[:, 3:60, 7:90] = np.nan
+    names = [f"f{i}" for i in range(d)]
+    stream = CogFeatureStream(tmp_path / "f.tif", GeoBox((h, w), TRANSFORM, "EPSG:32633"), d, "float16", names)
+    for col0 in range(0, w, stream.strip_width):
+        for r0 in range(0, h, 50):
+            stream.push(data[:, r0 : r0 + 50, col0 : col0 + stream.strip_width], col0)
+    stream.finish({}, {}, names)
+    with rasterio.open(tmp_path / "f.tif") as ds:
+        assert ds.overviews(1) == []
+        stored = ds.read(indexes=[1, d]).astype(np.float64)
+        tags = [ds.tags(1), ds.tags(d)]
+    for a, t in zip(stored, tags, strict=True):
+        v = a[::2, ::2][~np.isnan(a[::2, ::2])]
+        assert t["STATISTICS_APPROXIMATE"] == "YES" and float(t["STATISTICS_MINIMUM"]) == v.min()
+        assert float(t["STATISTICS_MAXIMUM"]) == v.max() and float(t["STATISTICS_MEAN"]) == pytest.approx(v.mean(), rel=1e-9)
+        assert float(t["STATISTICS_VALID_PERCENT"]) == pytest.approx(100 * v.size / a[::2, ::2].size)
+    assert cog_validate(str(tmp_path / "f.tif"), quiet=True)[:2] == (True, [])
