@@ -105,10 +105,19 @@ class FeatureWriter:
 
     ``dest`` is a temporary of an :class:`~geodino.outputs.OutputSet` (which moves it into place); the
     writer's own scratch files are named after it, in its folder, and removed by :meth:`finish`/:meth:`abort`.
+    ``statistics``: gather the statistics of the rows as written (False where they will be projected: the
+    projection gathers its own; a Zarr store keeps none).
     """
 
     def __init__(
-        self, dest: str | Path, geobox: GeoBox, dim: int, fmt: str = "cog", dtype: str = "float32", stream: Sequence[str] | None = None
+        self,
+        dest: str | Path,
+        geobox: GeoBox,
+        dim: int,
+        fmt: str = "cog",
+        dtype: str = "float32",
+        stream: Sequence[str] | None = None,
+        statistics: bool = True,
     ) -> None:
         if fmt not in FORMATS or dtype not in DTYPES:
             raise InputError(f"cannot write {fmt} rasters of {dtype}")
@@ -123,6 +132,7 @@ class FeatureWriter:
         self._extra: list[Path] = []
         # statistics of the rows as written (the temporary's path; a projection or a coarser COG gathers its own)
         self.stats = BandStats(dim, NODATA_CLASS if self.classes else None)
+        self._gather = statistics and fmt == "cog"
         # ``stream``: the band names of features written during the run (no temporary, no pass after the run)
         self._stream = open_stream(self.out, geobox, dim, fmt, dtype, stream) if stream else None
         self.strip_width = self._stream.strip_width if self._stream is not None else None  # a wide scene in column strips
@@ -184,7 +194,8 @@ class FeatureWriter:
         rows, cols, _ = block.shape
         data = np.ascontiguousarray(self._round(block).transpose(2, 0, 1))
         self._rows.write(data, window=((row0, row0 + rows), (0, cols)))
-        self.stats.add(data)
+        if self._gather:
+            self.stats.add(data)
 
     def _round(self, block: np.ndarray) -> np.ndarray:
         """float32, rounded to nearest float16 when writing half floats (GDAL's NBITS=16 would truncate)."""
