@@ -211,9 +211,12 @@ def template_tags(
     descriptions: Sequence[str | None] | None,
     metadata: dict[str, str],
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
+    band_tags: Sequence[dict[str, str]] = (),
+    units: Sequence[str] = (),
 ) -> dict[int, Entry]:
     """GeoTIFF and GDAL tags of a raster with these properties, as GDAL writes them: ``{tag: Entry}`` of
-    :data:`TEMPLATE_TAGS`, read from a 1x1 ``count``-band GTiff written with rasterio."""
+    :data:`TEMPLATE_TAGS`, read from a 1x1 ``count``-band GTiff written with rasterio. ``band_tags``: metadata of
+    bands 1, 2, .. (statistics: :mod:`geodino.bandstats`); ``units``: their unit names (GDAL's ``UNITTYPE``)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     if colormap is not None and (count != 1 or dtype != "uint8"):
@@ -228,6 +231,11 @@ def template_tags(
                     ds.set_band_description(i, d)
             if metadata:
                 ds.update_tags(**metadata)
+            for i, items in enumerate(band_tags, start=1):
+                if items:
+                    ds.update_tags(i, **items)
+            if units:
+                ds.units = tuple(units)
             if colormap:
                 ds.write_colormap(1, colormap)
         first = read_ifds(path)[0]

@@ -15,6 +15,7 @@ import functools
 
 import numpy as np
 
+from geodino.bandstats import BandStats
 from geodino.cogfile import CogFile, CogLayout
 from geodino.rowblocks import RowBlocks, TaskPool
 from geodino.tiffcodec import compress_tiles, predicted_tiles
@@ -23,6 +24,21 @@ from geodino.tiffcodec import compress_tiles, predicted_tiles
 IN_FLIGHT = 1
 #: Bands per compression task.
 BANDS_PER_TASK = 64
+#: Statistics of a COG with no overviews are exact up to this many values (bands x cells; about 10 ms of work).
+EXACT_STATS_VALUES = 1 << 22
+#: Beyond that they come from at most 1 in ``STATS_SAMPLE**2`` cells of the full resolution (an overview's, or
+#: every n-th row and column of the coarsest level), marked approximate: under 1% of a 1024-band run's work.
+STATS_SAMPLE = 4
+
+
+def stats_step(layout: CogLayout) -> int:
+    """Take every n-th row and column of the coarsest level for :class:`CogStream`'s statistics: 1 for a small COG
+    without overviews (exact) or an overview coarse enough, else what keeps them to 1 in ``STATS_SAMPLE**2`` cells."""
+    h, w = layout.shape(layout.levels - 1)
+    if layout.levels == 1 and h * w * layout.count <= EXACT_STATS_VALUES:
+        return 1
+    factor = layout.factors[-1] if layout.factors else 1
+    return max(1, STATS_SAMPLE // factor)
 
 
 def halve(rows: np.ndarray) -> np.ndarray:
@@ -50,11 +66,15 @@ class CogStream:
     """Feeds a :class:`~geodino.cogfile.CogFile` with ``layout``'s levels from rows pushed in order.
 
     ``dtype`` of the file: float32 or float16 (values rounded to the nearest half float). ``workers``:
-    compression threads.
+    compression threads. :attr:`stats`: band statistics of the coarsest level, gathered by the compression tasks
+    from the block rows they hold: exact for a small COG with no overviews, else (from an overview and/or every n-th
+    row and column: :func:`stats_step`) marked approximate, as GDAL's own estimates are.
     """
 
     def __init__(self, cog: CogFile, layout: CogLayout, workers: int) -> None:
         self.cog, self.layout = cog, layout
+        self._step = stats_step(layout)
+        self.stats = BandStats(layout.count, approximate=layout.levels > 1 or self._step > 1)
         self.np_dtype = np.dtype(layout.dtype)
         self._tasks = TaskPool(max(1, workers), IN_FLIGHT * max(1, workers), "geodino-compress")
         self._tx0 = 0  # the current strip's first tile column (the same at every level: see CogLayout.halving)
@@ -103,6 +123,10 @@ class CogStream:
         """Predict, compress and write the tiles of bands ``b0 ..`` of block row ``ty`` of ``level``."""
         if self.np_dtype != np.float32:
             block = block.astype(self.np_dtype)
+        if level == self.layout.levels - 1:
+            # the values as stored; block rows and strips start on multiples of 16 cells at every level: a step of
+            # 2 or 4 takes the same rows and columns of the level everywhere
+            self.stats.add(block[:, :: self._step, :: self._step], b0)
         pred = np.asarray(predicted_tiles(block, self.layout.tile_width(level), self.layout.tile_rows(level)))  # numpy in: numpy out
         self.cog.write_tiles(level, ty, [(b0 + band, tx0 + tx, payload) for band, tx, payload in compress_tiles(pred)])
 

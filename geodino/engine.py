@@ -175,7 +175,7 @@ def _encode(job: Job, outs: OutputSet, model: TileModel, options: EncodeOptions,
     tokens = TokenCollector(job.scene.geobox, job.plan) if options.tokens else None
     stream = list(job.channels) if options.pca is None else None  # PCA needs every feature first: written after the run
     fmt = output_format(outs.path("features"), options.fmt)
-    with FeatureWriter(outs.temp("features"), job.grid, job.dim, fmt, options.dtype, stream) as writer:
+    with FeatureWriter(outs.temp("features"), job.grid, job.dim, fmt, options.dtype, stream, statistics=options.pca is None) as writer:
 
         def on_tile(d: TileData, out: np.ndarray, cv: np.ndarray, cls: torch.Tensor | None, storage: torch.Tensor | None) -> None:
             if sampler is not None:

@@ -27,6 +27,7 @@ from geodino.features import FeatureExtractor, Tokens, autocast, check_precision
 from geodino.job import BandChoice, Job, Tiling, as_job, own_outputs
 from geodino.outputs import OutputSet
 from geodino.scene import Scene, open_scene
+from geodino.sidecars import class_pam, class_style, ramp_style, sidecar_targets, value_pam
 from geodino.writer import GDAL_CACHE_MB, NODATA_CLASS, FeatureWriter, check_cog_name
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class CanopyPredictor:
     out_stride = 1
     channels = ("canopy_height_m",)
     units = "metres"
+    unit = "m"  # the band's unit type in the COG (GDAL's UNITTYPE)
 
     def __init__(self, model: CanopyHeightModel, device: str | None = "auto", precision: str = "fp32") -> None:
         self.device = resolve_device(device)
@@ -132,8 +134,11 @@ def predict_scene(
     A :class:`CanopyPredictor` writes float32 metres, NaN nodata (``resolution``: an area mean at that coarser
     pixel size). A :class:`LandCoverPredictor` writes the uint8 class index (argmax of the blended logits), nodata
     255, with its colour table; ``probabilities`` adds a float32 COG of softmax class probabilities. ``scene`` may
-    be a prepared :class:`~geodino.job.Job`. ``outputs``: the run's :class:`~geodino.outputs.OutputSet` with the roles
-    ``prediction`` (and ``probabilities``); its owner commits. Nothing changes at the outputs if anything fails.
+    be a prepared :class:`~geodino.job.Job`. The COG's band carries its statistics (and ``m`` as the unit of heights);
+    ``OUT.tif.aux.xml`` and ``OUT.qml`` beside it name the classes (or the unit) for GDAL and QGIS
+    (:mod:`geodino.sidecars`). ``outputs``: the run's :class:`~geodino.outputs.OutputSet` with the roles ``prediction``
+    (and ``probabilities``, and the sidecars ``aux`` and ``style`` where it declares them); its owner commits.
+    Nothing changes at the outputs if anything fails.
     """
     t_start = time.perf_counter()
     if not isinstance(predictor, (CanopyPredictor, LandCoverPredictor)):
@@ -148,7 +153,7 @@ def predict_scene(
     for path in (out, probabilities):
         if path is not None:
             check_cog_name(path)
-    targets = {"prediction": out, "probabilities": probabilities}
+    targets = {"prediction": out, "probabilities": probabilities, **sidecar_targets(out)}
     with own_outputs(outputs, targets, paths, overwrite) as outs, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         return _predict(as_job(scene, predictor, tiling, choice, adapter), outs, predictor, progress, resolution, t_start)
 
@@ -178,15 +183,19 @@ def _predict(
         model_seconds, skipped = stitch_job(job, predictor, sink, progress, stages=stages)
         product = "land_cover" if classes else "canopy_height"
         content = f"land-cover classes ({', '.join(names)})" if classes else "canopy height in metres"
+        names_of = class_names_source(predictor.info) if isinstance(predictor, LandCoverPredictor) else None
         record = job.record(predictor, content, product=product, units=predictor.units, resolution=resolution,
-                            tiles_skipped_empty=skipped, seconds_before_finish=stages.record())  # fmt: skip
+                            tiles_skipped_empty=skipped, seconds_before_finish=stages.record(),
+                            **({"class_names": names_of} if names_of else {}))  # fmt: skip
         meta = record.as_dict()
         extra: dict[str, Path] = {}
         if prob is not None:
             prob.finish({**meta, "product": "class_probabilities", "units": "probability"}, [f"p_{n}" for n in names])
             extra["probabilities"] = outs.path("probabilities")
         colours = predictor.colours() if isinstance(predictor, LandCoverPredictor) else None
-        main.finish(meta, ["class"] if classes else ["canopy_height_m"], colormap=colours, resolution=resolution)
+        units = () if isinstance(predictor, LandCoverPredictor) else (predictor.unit,)
+        main.finish(meta, ["class"] if classes else ["canopy_height_m"], colormap=colours, resolution=resolution, units=units)
+        extra |= _write_sidecars(outs, predictor, main)
         stages.write = main.busy + (prob.busy if prob is not None else 0.0)
         stages.end()
     except BaseException:
@@ -199,6 +208,32 @@ def _predict(
         seconds=time.perf_counter() - t_start, model_seconds=model_seconds, adapter=job.adapter, metadata=meta,
         crs=job.scene.crs, extra=extra, stages=stages,
     )  # fmt: skip
+
+
+def class_names_source(info: dict[str, object]) -> str:
+    """Where a head's class names come from, for the record: train-head names classes by their values in the labels."""
+    column, labels = info.get("class_column"), info.get("labels")
+    where = f"column {column!r} of {labels}" if column else f"the label raster {labels}"
+    return f"the class values in {where}, as recorded by train-head"
+
+
+def _write_sidecars(outs: OutputSet, predictor: Predictor, main: FeatureWriter) -> dict[str, Path]:
+    """``OUT.tif.aux.xml`` and ``OUT.qml`` at their temporaries, where the run declared them: ``{role: final path}``."""
+    stats = main.stats.band(0)
+    if isinstance(predictor, LandCoverPredictor):
+        names, colours = list(predictor.channels), predictor.colours()
+        values = predictor.info.get("classes")
+        labels = [str(v) for v in values] if isinstance(values, list) and len(values) == len(names) else None
+        labels = labels if labels != names else None  # the RAT's label column only where it says more than the names
+        texts = {"aux": class_pam(names, colours, labels), "style": class_style(names, colours)}
+    else:
+        texts = {"aux": value_pam(predictor.unit, stats), "style": ramp_style(predictor.unit, stats)}
+    written = {}
+    for role, text in texts.items():
+        if role in outs:
+            outs.temp(role).write_text(text, encoding="utf-8")
+            written[role] = outs.path(role)
+    return written
 
 
 def check_resolution(resolution: float | None, scene: Scene | None = None) -> float | None:

@@ -26,6 +26,7 @@ from geodino.models import get_spec
 from geodino.predict import CanopyPredictor, LandCoverPredictor, PredictResult, check_resolution, predict_scene
 from geodino.runs import Hooks, given_paths, load_backbone, random_note, scene_of
 from geodino.scene import Scene
+from geodino.sidecars import sidecar_targets
 from geodino.stacitem import with_items
 from geodino.tilemodel import ModelCard
 from geodino.vectorize import check_vector_name
@@ -56,7 +57,7 @@ def canopy_run(
     report = out.with_suffix(".eval.json") if reference is not None else None
     inputs = [*given_paths(scene), *s.paths, weights, backbone_weights, reference]
     check_cog_name(out)
-    outputs = Outputs.of(with_items({"prediction": out, "evaluation": report}), inputs, overwrite)  # checked here
+    outputs = Outputs.of(with_items({"prediction": out, **sidecar_targets(out), "evaluation": report}), inputs, overwrite)  # checked here
     check_resolution(resolution, s)
     resolve_device(device), check_precision(precision)
     if reference is not None:
@@ -138,7 +139,7 @@ def land_cover_run(
     tiling.check()
     s = scene_of(scene)
     out, head = Path(out), Path(head)
-    targets = with_items({"prediction": out, "probabilities": probabilities, "vector": vector})
+    targets = with_items({"prediction": out, **sidecar_targets(out), "probabilities": probabilities, "vector": vector})
     for raster in (out, probabilities):
         if raster is not None:
             check_cog_name(raster)

@@ -38,8 +38,6 @@ PROCESSING = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 EMBEDDINGS = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json"
 #: the record entries that are the run's parameters (``emb:runtime_parameters``)
 RUNTIME = ("tile", "overlap", "patch", "out_stride", "layers", "precision", "device", "dtype", "blend")
-_STATS = {"minimum": "STATISTICS_MINIMUM", "maximum": "STATISTICS_MAXIMUM", "mean": "STATISTICS_MEAN",
-          "stddev": "STATISTICS_STDDEV", "valid_percent": "STATISTICS_VALID_PERCENT"}  # fmt: skip
 
 
 def item_path(out: str | Path) -> Path:
@@ -56,20 +54,25 @@ def with_items(targets: Mapping[str, str | Path | None]) -> dict[str, str | Path
     return out
 
 
-def _band_stats(ds: Any) -> list[dict[str, float] | None]:
-    """Each band's statistics from a GeoTIFF's GDAL metadata, None where it holds none."""
-    out: list[dict[str, float] | None] = []
+def _band_stats(ds: Any) -> list[dict[str, Any] | None]:
+    """Each band's statistics (:mod:`geodino.bandstats`) as ``raster:bands`` statistics, None where it holds none."""
+    from geodino.bandstats import parse_statistics
+
+    out: list[dict[str, Any] | None] = []
     for b in range(1, ds.count + 1):
-        tags = ds.tags(b)
-        stats = {k: float(tags[t]) for k, t in _STATS.items() if t in tags}
-        out.append({k: v for k, v in stats.items() if math.isfinite(v)} or None)
+        st = parse_statistics(ds.tags(b))
+        values = {} if st is None else {k: getattr(st, k) for k in ("minimum", "maximum", "mean", "stddev", "valid_percent")}
+        stats: dict[str, Any] = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
+        if st is not None and st.approximate:
+            stats["geodino:approximate"] = True  # from an overview or a sample (STATISTICS_APPROXIMATE=YES)
+        out.append(stats or None)
     return out
 
 
 def _bands(path: Path, grid: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
     """``raster:bands`` entries of the raster at ``path``: statistics and units where the file holds them."""
     n = int(grid["bands"])
-    stats: list[dict[str, float] | None] = [None] * n
+    stats: list[dict[str, Any] | None] = [None] * n
     units: list[str] = [""] * n
     if grid.get("format", "cog") == "cog" and path.is_file():
         import rasterio
@@ -87,7 +90,9 @@ def _bands(path: Path, grid: dict[str, Any], record: dict[str, Any]) -> list[dic
         if units[i]:
             band["unit"] = units[i]
         if stats[i]:
-            band["statistics"] = stats[i]
+            band["statistics"] = dict(stats[i] or {})
+            if band["statistics"].pop("geodino:approximate", False):
+                band["geodino:statistics_approximate"] = True  # the statistics object takes no other keys
         out.append(band)
     return out
 

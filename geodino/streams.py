@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 from odc.geo.geobox import GeoBox
 
+from geodino.bandstats import WIDEST
 from geodino.cogfile import CogFile, CogLayout, overview_factors, template_tags
 from geodino.cogstream import IN_FLIGHT, CogStream
 from geodino.outputs import remove_path
@@ -67,13 +68,16 @@ class CogFeatureStream:
         self.geobox, self.dim, self.dtype, self.strip_width = geobox, dim, dtype, COG_BLOCK
         factors = tuple(cog_factors(h, w))
         self.layout = CogLayout(h, w, dim, dtype, block=COG_BLOCK, block_rows=COG_ROWS, factors=factors, halving=True)
-        self.cog = CogFile(dest, self.layout, self._tags(band_names, {}), spare=TAG_SPARE)
+        widest = [WIDEST] * dim  # the statistics' room, kept in the IFDs written at the end
+        self.cog = CogFile(dest, self.layout, self._tags(band_names, {}, widest), spare=TAG_SPARE)
         self.stream = CogStream(self.cog, self.layout, stream_workers())
         self._col0 = 0
 
-    def _tags(self, band_names: Sequence[str], tags: dict[str, str]) -> dict[int, tuple[int, int, bytes]]:
+    def _tags(
+        self, band_names: Sequence[str], tags: dict[str, str], band_tags: Sequence[dict[str, str]] = ()
+    ) -> dict[int, tuple[int, int, bytes]]:
         crs = grid_crs(self.geobox).to_wkt()
-        return template_tags(crs, self.geobox.affine, self.dim, self.dtype, float("nan"), list(band_names), tags)
+        return template_tags(crs, self.geobox.affine, self.dim, self.dtype, float("nan"), list(band_names), tags, band_tags=band_tags)
 
     def push(self, rows: np.ndarray, col0: int = 0) -> None:
         if col0 != self._col0:  # the next column strip
@@ -83,7 +87,7 @@ class CogFeatureStream:
 
     def finish(self, metadata: dict[str, object], tags: dict[str, str], band_names: Sequence[str]) -> None:
         self.stream.close()
-        self.cog.close(self._tags(band_names, tags))
+        self.cog.close(self._tags(band_names, tags, self.stream.stats.tags()))  # statistics: bandstats.py
 
     def abort(self) -> None:
         self.stream.abort()

@@ -27,6 +27,7 @@ import rasterio.shutil
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 
+from geodino.bandstats import BandStats
 from geodino.choices import DTYPES, FEATURE_DTYPES, FORMATS
 from geodino.cogfile import overview_factors
 from geodino.errors import InputError
@@ -101,10 +102,19 @@ class FeatureWriter:
 
     ``dest`` is a temporary of an :class:`~geodino.outputs.OutputSet` (which moves it into place); the
     writer's own scratch files are named after it, in its folder, and removed by :meth:`finish`/:meth:`abort`.
+    ``statistics``: gather the statistics of the rows as written (False where they will be projected: the
+    projection gathers its own; a Zarr store keeps none).
     """
 
     def __init__(
-        self, dest: str | Path, geobox: GeoBox, dim: int, fmt: str = "cog", dtype: str = "float32", stream: Sequence[str] | None = None
+        self,
+        dest: str | Path,
+        geobox: GeoBox,
+        dim: int,
+        fmt: str = "cog",
+        dtype: str = "float32",
+        stream: Sequence[str] | None = None,
+        statistics: bool = True,
     ) -> None:
         if fmt not in FORMATS or dtype not in DTYPES:
             raise InputError(f"cannot write {fmt} rasters of {dtype}")
@@ -117,6 +127,9 @@ class FeatureWriter:
         self.tmp_proj = self.out.with_name(self.out.name + ".proj.tif")
         self.tmp_out = self.out
         self._extra: list[Path] = []
+        # statistics of the rows as written (the temporary's path; a projection or a coarser COG gathers its own)
+        self.stats = BandStats(dim, NODATA_CLASS if self.classes else None)
+        self._gather = statistics and fmt == "cog"
         # ``stream``: the band names of features written during the run (no temporary, no pass after the run)
         self._stream = open_stream(self.out, geobox, dim, fmt, dtype, stream) if stream else None
         self.strip_width = self._stream.strip_width if self._stream is not None else None  # a wide scene in column strips
@@ -176,8 +189,10 @@ class FeatureWriter:
     def _write_now(self, row0: int, block: np.ndarray) -> None:
         assert self._rows is not None
         rows, cols, _ = block.shape
-        block = self._round(block)
-        self._rows.write(np.ascontiguousarray(block.transpose(2, 0, 1)), window=((row0, row0 + rows), (0, cols)))
+        data = np.ascontiguousarray(self._round(block).transpose(2, 0, 1))
+        self._rows.write(data, window=((row0, row0 + rows), (0, cols)))
+        if self._gather:
+            self.stats.add(data)
 
     def _round(self, block: np.ndarray) -> np.ndarray:
         """float32, rounded to nearest float16 when writing half floats (GDAL's NBITS=16 would truncate)."""
@@ -188,11 +203,14 @@ class FeatureWriter:
     def _project(self, project: Projection, k: int) -> Path:
         self._stop()
         h, _ = self.geobox.shape.yx
+        self.stats = BandStats(k)
         with rasterio.open(self.tmp_rows) as src, self._open_rows(self.tmp_proj, k) as dst:
             for r0 in range(0, h, 128):
                 win = ((r0, min(r0 + 128, h)), (0, src.width))
                 block = src.read(window=win).transpose(1, 2, 0)
-                dst.write(np.ascontiguousarray(self._round(project(block)).transpose(2, 0, 1)), window=win)
+                data = np.ascontiguousarray(self._round(project(block)).transpose(2, 0, 1))
+                dst.write(data, window=win)
+                self.stats.add(data)
         return self.tmp_proj
 
     def finish(
@@ -202,11 +220,13 @@ class FeatureWriter:
         project: Projection | None = None,
         colormap: dict[int, tuple[int, int, int, int]] | None = None,
         resolution: float | None = None,
+        units: Sequence[str] = (),
     ) -> Path:
         """Write the final COG or Zarr at ``dest`` with ``metadata``, band names and an optional colour table.
-        ``resolution`` (COG only): resample to that coarser pixel size by area mean."""
+        ``resolution`` (COG only): resample to that coarser pixel size by area mean. A COG carries the statistics of
+        every band (:attr:`stats`, GDAL's ``STATISTICS_*`` items) and ``units`` (GDAL's unit type, e.g. ``m``)."""
         if self._stream is not None:
-            if project is not None or colormap or resolution:
+            if project is not None or colormap or resolution or units:
                 raise ValueError("a streamed feature raster is written as it comes: no projection, colour table or resampling")
             self._stop()
             self._stream.finish(metadata, record_tags(metadata), band_names)
@@ -221,6 +241,10 @@ class FeatureWriter:
             ds.update_tags(**record_tags(metadata))
             if colormap:
                 ds.write_colormap(1, colormap)
+            if units:
+                ds.units = tuple(units)
+            if self.fmt == "cog" and not resolution:
+                self._set_stats(ds)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), step(log, "finishing the %s of %d bands", self.fmt.upper(), self.dim):
             if self.fmt == "cog" and resolution:
                 self._to_coarse_cog(src, resolution)
@@ -266,10 +290,22 @@ class FeatureWriter:
         with rasterio.open(src) as ds, WarpedVRT(ds, crs=ds.crs, transform=transform, width=width, height=height, resampling=method) as vrt:
             rasterio.shutil.copy(vrt, coarse, driver="GTiff", TILED="YES", BLOCKXSIZE=str(BLOCK), BLOCKYSIZE=str(BLOCK))
             descriptions, tags = ds.descriptions, ds.tags()
+            units = ds.units
         with rasterio.open(coarse, "r+") as out:  # the warp carries neither band descriptions nor tags
             out.descriptions = descriptions
             out.update_tags(**tags)
+            out.units = units
+            self.stats = BandStats(out.count, out.nodata if self.classes else None)  # of the coarser raster: one read of it
+            for _, win in out.block_windows(1):
+                self.stats.add(out.read(window=win))
+            self._set_stats(out)
         rasterio.shutil.copy(coarse, self.tmp_out, driver="COG", **self._cog_options(), OVERVIEWS="AUTO")
+
+    def _set_stats(self, ds: rasterio.io.DatasetWriter) -> None:
+        """Write :attr:`stats` as each band's GDAL statistics items (the COG driver copies them)."""
+        for b, items in enumerate(self.stats.tags(), start=1):
+            if items:
+                ds.update_tags(b, **items)
 
     def _to_zarr(self, src: Path, metadata: dict[str, object], band_names: Sequence[str]) -> None:
         import xarray as xr

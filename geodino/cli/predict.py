@@ -29,6 +29,13 @@ if TYPE_CHECKING:
     from geodino.predict import PredictResult
 
 
+def _print_sidecars(res: PredictResult) -> None:
+    """The files written beside a prediction COG for GIS tools."""
+    for role, what in (("aux", "GDAL sidecar (class names or unit, statistics)"), ("style", "QGIS style")):
+        if role in res.extra:
+            console.print(f"wrote {res.extra[role]}: {what}")
+
+
 def _stages(res: PredictResult) -> str:
     """`` (model 0.8 s, read wait 0.1 s, ...: I/O-bound)`` for the summary line."""
     return f" ({res.stages.line()})" if res.stages is not None else ""
@@ -70,6 +77,7 @@ def canopy_height_cmd(
     res, (h, w) = run.result, run.result.grid_shape
     console.print(f"wrote {res.out}: canopy height (m), {w}x{h} px, {res.crs}, {res.tiles} tiles in {res.seconds:.1f} s{_stages(res)}")
     console.print(f"preset: {res.adapter.reason}", markup=False, highlight=False)
+    _print_sidecars(res)
     if profile and res.stages is not None:
         print_stages(res.stages, res.seconds)
     if run.evaluation is not None:
@@ -162,9 +170,10 @@ def land_cover_cmd(
     summary = f"{len(names)} classes ({', '.join(names)}), {res.crs}, {res.tiles} tiles in {res.seconds:.1f} s{_stages(res)}"
     console.print(f"wrote {res.out}: {summary}")
     console.print(f"preset: {run.reason}", markup=False, highlight=False)
+    _print_sidecars(res)
     if profile and res.stages is not None:
         print_stages(res.stages, res.seconds)
     if vector is not None:
         console.print(f"wrote {vector}: {run.polygons} polygons")
-    for p in res.extra.values():
-        console.print(f"wrote {p}: class probabilities")
+    if "probabilities" in res.extra:
+        console.print(f"wrote {res.extra['probabilities']}: class probabilities")
