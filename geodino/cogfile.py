@@ -214,9 +214,8 @@ def template_tags(
     band_tags: Sequence[dict[str, str]] = (),
     units: Sequence[str] = (),
 ) -> dict[int, Entry]:
-    """GeoTIFF and GDAL tags of a raster with these properties, as GDAL writes them: ``{tag: Entry}`` of
-    :data:`TEMPLATE_TAGS`, read from a 1x1 ``count``-band GTiff written with rasterio. ``band_tags``: metadata of
-    bands 1, 2, .. (statistics: :mod:`geodino.bandstats`); ``units``: their unit names (GDAL's ``UNITTYPE``)."""
+    """GeoTIFF and GDAL tags of a raster with these properties (``band_tags``: each band's metadata, e.g. statistics;
+    ``units``: GDAL's ``UNITTYPE``s), as GDAL writes them in a 1x1 GTiff: ``{tag: Entry}`` of :data:`TEMPLATE_TAGS`."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     if colormap is not None and (count != 1 or dtype != "uint8"):

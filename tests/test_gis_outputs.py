@@ -89,7 +89,7 @@ def test_a_land_cover_cog_names_its_classes_for_gdal_and_qgis(tmp_path: Path) ->
     for cog in (out, tmp_path / "p.tif"):
         assert cog_validate(str(cog), quiet=True)[:2] == (True, [])
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("lc", "p."))) == [
-        "lc.qml", "lc.tif", "lc.tif.aux.xml", "p.tif"]  # fmt: skip
+        "lc.qml", "lc.tif", "lc.tif.aux.xml", "lc.tif.json", "p.tif", "p.tif.json"]  # fmt: skip
 
 
 def test_canopy_height_has_units_m_statistics_and_a_style(tmp_path: Path) -> None:
@@ -144,7 +144,7 @@ def test_sidecars_are_outputs_refused_without_overwrite_and_replaced_with_it(tmp
     ok(cli(*args, "--overwrite", cwd=tmp_path))
     mean = gdalinfo(tmp_path / "chm.tif")["bands"][0]["mean"]  # GDAL lets the sidecar speak: it is the new one
     assert mean == pytest.approx(valid_values(tmp_path / "chm.tif", 1, None).mean(), abs=5e-4)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chm.qml", "chm.tif", "chm.tif.aux.xml", "s.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chm.qml", "chm.tif", "chm.tif.aux.xml", "chm.tif.json", "s.tif"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
