@@ -19,6 +19,7 @@ from affine import Affine
 
 from geodino.synthetic import write_scene
 from geodino.zarrstore import FEATURES_PER_CHUNK
+from tests.gdal import gdalinfo
 from tests.helpers import cli
 
 TINY = ("--model", "geodino_tiny_mlp", "--weights", "random", "--tile", "64", "--overlap", "16")
@@ -93,6 +94,9 @@ def test_gdal_reads_the_crs_and_grid_of_a_store_with_and_without_cf(stores: dict
             assert ds.tags(1)["DIM_feature_VALUE"] == "L2_0000"
             np.testing.assert_array_equal(ds.read(1), first)
             assert np.isnan(ds.nodata)
+        info = gdalinfo(store)  # gdalinfo -json itself
+        assert 'ID["EPSG",32633]' in info["coordinateSystem"]["wkt"] and len(info["bands"]) == 64
+        assert info["geoTransform"] == [transform.c, transform.a, transform.b, transform.f, transform.d, transform.e]
         # rioxarray's own opener goes through GDAL, which lists every array of a store (the coordinates too)
         opened = rioxarray.open_rasterio(store, variable="features")
         assert isinstance(opened, xr.Dataset)
