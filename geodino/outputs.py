@@ -138,7 +138,7 @@ def check_targets(
     local_inputs = [q for p in inputs if p is not None and (q := _local(str(p))) is not None]
     cwd = _real(os.getcwd())
     for i, t in enumerate(out):
-        label = f"{t.path}" if t.role == out[0].role else f"{t.role} output {t.path}"
+        label = f"{t.path}" if t.role == out[0].role else f"{'STAC item' if t.role.endswith(ITEM_ROLE) else t.role + ' output'} {t.path}"
         if len(os.fsencode(t.path.name)) + len(t.path.suffix) > MAX_NAME:  # (the suffix is repeated in temporaries)
             raise InputError(
                 f"output name {t.path.name[:40]}... is {len(os.fsencode(t.path.name))} bytes: "

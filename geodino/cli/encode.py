@@ -68,6 +68,7 @@ def encode_cmd(
     from geodino.cluster import ZarrResult
     from geodino.engine import EncodeOptions
     from geodino.runs import Hooks, encode_run, split_output
+    from geodino.stacitem import item_path
 
     paths, target = split_output(paths, out, "geodino encode SCENE... OUT (or --out OUT)")
     options = EncodeOptions(
@@ -97,6 +98,7 @@ def encode_cmd(
             f"in {res.seconds:.1f} s ({res.stages.line() if res.stages else f'model {res.model_seconds:.1f} s'}), "
             f"stretch: {res.adapter.stretch}"
         )
+    console.print(f"wrote {item_path(res.out)}: STAC item")
     console.print(f"preset: {res.adapter.reason}", markup=False, highlight=False)
     if profile and not isinstance(res, ZarrResult) and res.stages is not None:
         print_stages(res.stages, res.seconds)
@@ -112,10 +114,12 @@ def export_cmd(
 ) -> None:
     """Write a feature COG from a Zarr store (streamed strip by strip, same tags as encode writes)."""
     from geodino.export import export_cog
+    from geodino.stacitem import item_path
 
     with TileBar("exporting", unit="rows") as bar:
         res = export_cog(store, out, dtype, overwrite, progress=bar)
     console.print(f"wrote {res}: from {store}")
+    console.print(f"wrote {item_path(res)}: STAC item")
 
 
 @app.command("info")

@@ -31,9 +31,14 @@ if TYPE_CHECKING:
 
 def _print_sidecars(res: PredictResult) -> None:
     """The files written beside a prediction COG for GIS tools."""
+    from geodino.stacitem import item_path
+
     for role, what in (("aux", "GDAL sidecar (class names or unit, statistics)"), ("style", "QGIS style")):
         if role in res.extra:
             console.print(f"wrote {res.extra[role]}: {what}")
+    for raster in (res.out, res.extra.get("probabilities")):
+        if raster is not None and item_path(raster).exists():
+            console.print(f"wrote {item_path(raster)}: STAC item")
 
 
 def _stages(res: PredictResult) -> str:
