@@ -28,12 +28,13 @@ def test_encode_writes_the_raster_and_prints_progress_and_a_summary(tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.stderr and "12/12 tiles" in result.stderr and "tiles/s" in result.stderr
     summary = result.stdout.strip().splitlines()
-    assert len(summary) == 2 and summary[0].startswith(f"wrote {out}: 11x10 cells x 64 bands, EPSG:32633, 12 tiles")
-    assert summary[1] == "preset: generic (scene-wide percentile stretch): 3 unnamed bands in file order"
+    assert len(summary) == 3 and summary[0].startswith(f"wrote {out}: 11x10 cells x 64 bands, EPSG:32633, 12 tiles")
+    assert summary[1] == f"wrote {out}.json: STAC item" and (out.parent / "feat.tif.json").is_file()
+    assert summary[2] == "preset: generic (scene-wide percentile stretch): 3 unnamed bands in file order"
     assert "geodino: note: scene.tif: its 3 bands carry no names or colour interpretation" in result.stderr
     with rasterio.open(out) as ds:
         assert ds.transform == TRANSFORM @ Affine.scale(16) and ds.count == 64
-    assert sorted(p.name for p in out.parent.iterdir()) == ["feat.tif"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["feat.tif", "feat.tif.json"]
 
 
 def test_info_describes_grid_bands_preset_plan_and_memory(scene: Path) -> None:
@@ -180,7 +181,7 @@ def test_the_output_name_decides_the_format_and_a_name_that_says_otherwise_is_re
         assert not (tmp_path / name).exists()
     res = run("canopy-height", scene, tmp_path / "h.zarr", "--head", "geodino_tiny_chmv2", "--weights", "random")
     assert_one_line_error(res, "h.zarr", "COG", "h.tif")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.zarr", "scene.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.zarr", "f.zarr.json", "scene.tif"]
 
 
 def test_info_reads_geodino_s_own_outputs_back(tmp_path: Path, scene: Path) -> None:

@@ -57,7 +57,8 @@ def test_two_worker_processes_equal_the_single_process_cli(tmp_path: Path, make_
     assert feats.data.chunksize == (16, 12, 12)  # FEATURES_PER_CHUNK features per chunk
     np.testing.assert_array_equal(feats.values, ref)  # bit for bit, fp32 both
     assert feats.attrs["blocks"]["count"] == 12 and feats.attrs["weights_sha256"] != "random"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-geodino_tiny_mlp-3", "dist.zarr", "scene.tif", "single.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt-geodino_tiny_mlp-3", "dist.zarr", "dist.zarr.json", "scene.tif", "single.tif", "single.tif.json"]  # fmt: skip
 
     exported = cli("export", tmp_path / "dist.zarr", tmp_path / "exported.tif")
     assert exported.returncode == 0, exported.stderr
@@ -230,7 +231,7 @@ def test_a_run_folder_cut_short_while_being_set_up_starts_again_with_default_blo
     r = run("encode", src, tmp_path / "o.zarr", "--model", "geodino_tiny_mlp", "--weights", "random", *PLAN, "--format", "zarr")
     assert r.exit_code == 0, r.output
     assert "1 block of 256x256 cells" in r.stdout and "dask threaded scheduler" in r.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr", "scene.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr", "o.zarr.json", "scene.tif"]
 
 
 def test_lazy_encode_on_a_cluster_started_elsewhere_reads_the_scene_by_its_absolute_path(

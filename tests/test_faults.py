@@ -281,7 +281,7 @@ def test_a_zarr_run_killed_ten_times_at_random_points_ends_bit_for_bit_equal(
         assert f"{kept} done before (resumed)" in final.stdout, (kept, final.stdout)
     assert reference.wait() == 0, reference.describe()
 
-    assert names(work) == ["out.zarr"], history  # no run folder, no lock, no temporaries
+    assert names(work) == ["out.zarr", "out.zarr.json"], history  # no run folder, no lock, no temporaries
     found = subprocess.run(["find", str(out), "-name", "*.partial"], capture_output=True, text=True, check=True).stdout
     assert found == ""
     check_sealed(out)
@@ -423,7 +423,7 @@ def test_temporaries_and_the_lock_of_a_killed_run_are_cleared_by_the_next(
 
     again = launch(*args)
     assert again.wait() == 0, again.describe()
-    assert names(work) == sorted([".other.tif.geodino-1-features.tif", "notes.txt", "out.tif"]), names(work)
+    assert names(work) == sorted([".other.tif.geodino-1-features.tif", "notes.txt", "out.tif", "out.tif.json"]), names(work)
     values, transform, crs = read_cog(out)
     assert values.shape == (64, 32, 32) and not np.isnan(values).any()
     with rasterio.open(inputs.mid) as src:
@@ -461,7 +461,7 @@ def test_a_second_run_on_an_output_being_written_is_refused_and_the_first_comple
     assert held.startswith(f"pid {a.pid} on "), held  # B neither took nor removed A's lock
     assert a.wait() == 0, a.describe()
     assert sequential.wait() == 0, sequential.describe()
-    assert names(work) == [out.name], names(work)  # B left nothing, A nothing but its output
+    assert names(work) == [out.name, f"{out.name}.json"], names(work)  # B left nothing, A nothing but its output (+ item)
     if fmt == "cog":
         got, want = read_cog(out), read_cog(ref)
         assert_same_bits(got[0], want[0])
@@ -526,4 +526,4 @@ def test_overwrite_replaces_a_symlinked_output_and_leaves_its_target_alone(
     assert not out.is_symlink() and out.is_file()
     assert read_cog(out)[0].shape == (64, 32, 32)  # the new output (the old one was 16x16 cells)
     assert tree_digest(target) == kept and names(elsewhere) == ["kept.tif"]
-    assert names(work) == ["out.tif"], names(work)
+    assert names(work) == ["out.tif", "out.tif.json"], names(work)
