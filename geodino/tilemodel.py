@@ -170,7 +170,7 @@ def refuse_backbone_options(
              ("--tokens", tokens)) if used]  # fmt: skip
     if given:
         raise InputError(
-            f"{', '.join(given)} apply to registered DINOv3 backbones: a model of your own (a TileModel) takes its weights, "
+            f"only registered DINOv3 backbones take {', '.join(given)}; a model of your own (a TileModel) takes its weights, "
             "device and precision from its factory, and has no CLS/storage tokens"
         )
 

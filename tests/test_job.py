@@ -164,8 +164,8 @@ def test_a_factory_that_fails_and_backbone_options_given_with_a_model_of_ones_ow
     with pytest.raises(InputError, match="the factory raised RuntimeError: no weights here"):
         load_factory("raising_models:make")
     src = write_raster(tmp_path / "s.tif", coordinate_raster(40, 40))
-    for kw, named in (({"weights": "w.pt"}, "--weights"), ({"layers": "5,11"}, "--layers"), ({"precision": "bf16"}, "--precision")):
-        with pytest.raises(InputError, match=f"{named} apply to registered DINOv3 backbones"):
+    for kw, named in (({"weights": "w.pt"}, "weights="), ({"layers": "5,11"}, "layers="), ({"precision": "bf16"}, "precision=")):
+        with pytest.raises(InputError, match=f"only registered DINOv3 backbones take {named}; a model of your own"):
             geodino.encode(src, model=PatchProbe(), **kw)  # type: ignore[arg-type]
     nir = TorchTileModel(Ratio(), bands=("nir", "red"), out_stride=1, channels=["ratio"], device="cpu")
     with pytest.raises(InputError, match=r"no band nir, red in s\.tif.*; the model takes nir, red by identity"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -68,4 +67,4 @@ def test_lazy_encode_reads_once_and_keeps_absolute_paths(reads: list[int], scene
     finally:
         os.chdir(here)
     assert np.isfinite(values).all() and len(reads) == 1
-    assert json.loads(lazy.attrs["scene"]) == [str(scene)]  # recorded absolute
+    assert lazy.attrs["scene"] == [str(scene)]  # recorded absolute
