@@ -267,13 +267,15 @@ class OutputSet:
         self._sources[role] = source
 
     def lock_path(self, role: str) -> Path:
-        return run_lock(self.targets[role].path)
+        """The lock of ``role``'s output; a STAC item sidecar is held by its raster's lock (one lock per raster)."""
+        base = role.removesuffix(ITEM_ROLE)
+        return run_lock(self.targets[base if base in self.targets else role].path)
 
     def __enter__(self) -> OutputSet:
         logging.getLogger("rasterio").addHandler(self._gdal)
         try:
-            for role in sorted(self.targets):
-                self._locks.append(OutputLock(self.lock_path(role), self.path(role)).acquire())
+            for lock in sorted({self.lock_path(role): self.path(role) for role in sorted(self.targets, reverse=True)}.items()):
+                self._locks.append(OutputLock(*lock).acquire())
             for t in self.targets.values():
                 remove_orphans(t)
         except BaseException:
