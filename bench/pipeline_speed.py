@@ -46,7 +46,8 @@ if fmt == "cog":
             dst.write(block[:, :h], window=((r0, r0 + h), (0, cols)))
 else:  # the same array into a Zarr store, zarr's default compressor, whole chunks (geodino's chunk shape)
     import zarr
-    arr = zarr.open_array(out, mode="w", shape=(dim, rows, cols), chunks=(min(dim, 256), 32, 256), dtype=dtype, zarr_format=2,
+    from geodino.zarrstore import chunks_of
+    arr = zarr.open_array(out, mode="w", shape=(dim, rows, cols), chunks=chunks_of(dim, 32, 256), dtype=dtype, zarr_format=2,
                           config={"write_empty_chunks": True})
     for r0 in range(0, rows, 128):
         h = min(128, rows - r0)
