@@ -54,15 +54,15 @@ def test_a_value_outside_an_option_s_choices_is_one_line_exit_2_before_any_work(
 
 
 def test_usage_errors_are_one_line_not_click_s_usage_box(tmp_path: Path) -> None:
-    for args, fragment in [
-        (("encode", "--bogus"), "No such option: --bogus"),
-        (("encoed",), "No such command 'encoed'"),
-        (("encode",), "Missing argument"),
-        (("encode", "a.tif", "b.tif", "--tile", "big"), "Invalid value for '--tile'"),
-        (("-v",), "Missing command"),
+    for args, fragments in [
+        (("encode", "--bogus"), ("No such option", "--bogus")),  # click words it "option: --bogus" or "option '--bogus'"
+        (("encoed",), ("No such command 'encoed'",)),
+        (("encode",), ("Missing argument",)),
+        (("encode", "a.tif", "b.tif", "--tile", "big"), ("Invalid value for '--tile'",)),
+        (("-v",), ("Missing command",)),
     ]:
         r = cli(*args, cwd=tmp_path)
-        one_line_error(r, fragment, quiet_stdout=True)
+        one_line_error(r, *fragments, quiet_stdout=True)
         assert "╭" not in r.stderr and "Usage:" not in r.stderr
 
 
