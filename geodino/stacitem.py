@@ -10,6 +10,8 @@ the run's intentions:
   predictions) with ``raster:bands`` (v1.1.0: data type, nodata, unit, statistics, resolution);
 - ``processing`` (v1.2.0): software and version, when, lineage in words; the full record as ``geodino:record``
   (model, weights sha256 or "random", adapter, tile and overlap);
+- the run's other files as assets of its raster's item (:data:`COMPANIONS`: the tokens store, class polygons, the
+  evaluation, the GDAL and QGIS sidecars), hrefs relative to the item;
 - for feature rasters the fields of the draft embeddings extension (`geo-embeddings/embeddings-stac-specification`
   v0.0.1, a proposal) that fit an item: ``emb:runtime_parameters``.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,17 @@ RASTER_ROLES = ("features", "prediction", "probabilities")
 STAC_VERSION = "1.0.0"
 PROCESSING = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 EMBEDDINGS = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json"
+#: the other files of a run that a raster's item lists as assets: role -> (media type, STAC role, title)
+COMPANIONS: dict[str, dict[str, tuple[str, str, str]]] = {
+    "features": {"tokens": ("application/vnd+zarr", "metadata", "CLS and storage tokens per tile, with tile footprints")},
+    "prediction": {
+        "vector": ("", "data", "class polygons"),
+        "evaluation": ("application/json", "metadata", "evaluation against the reference"),
+        "aux": ("application/xml", "metadata", "GDAL sidecar: class names, or unit and statistics"),
+        "style": ("text/xml", "style", "QGIS style"),
+    },
+}
+_VECTOR_TYPES = {".gpkg": "application/geopackage+sqlite3", ".geojson": "application/geo+json", ".fgb": "application/vnd.flatgeobuf"}
 #: the record entries that are the run's parameters (``emb:runtime_parameters``)
 RUNTIME = ("tile", "overlap", "patch", "out_stride", "layers", "precision", "device", "dtype", "blend")
 
@@ -97,8 +111,9 @@ def _bands(path: Path, grid: dict[str, Any], record: dict[str, Any]) -> list[dic
     return out
 
 
-def build_item(path: str | Path, final: str | Path) -> Any:
-    """The :class:`pystac.Item` of the geodino raster at ``path`` (a temporary), to be found at ``final``."""
+def build_item(path: str | Path, final: str | Path, companions: Mapping[str, Path] | None = None) -> Any:
+    """The :class:`pystac.Item` of the geodino raster at ``path`` (a temporary), to be found at ``final``, listing the
+    run's ``companions`` (role -> final path: tokens, polygons, evaluation, GIS sidecars) as assets too."""
     import pystac
     from affine import Affine
     from odc.geo.geobox import GeoBox
@@ -145,6 +160,11 @@ def build_item(path: str | Path, final: str | Path) -> Any:
     proj.transform = list(transform)[:6]
     proj.bbox = list(geobox.extent.boundingbox)
     _add_asset(item, "embeddings" if features else "data", final, info["format"] == "zarr", _bands(Path(path), grid, record))
+    for role, where in (companions or {}).items():
+        media, stac_role, title = {**COMPANIONS["features"], **COMPANIONS["prediction"]}[role]
+        href = os.path.relpath(where, final.parent)
+        item.add_asset(role, pystac.Asset(href if href.startswith(".") else f"./{href}", title=title, roles=[stac_role],
+                                          media_type=media or _VECTOR_TYPES.get(where.suffix.lower())))  # fmt: skip
     if features:
         item.stac_extensions.append(EMBEDDINGS)
         item.properties["emb:runtime_parameters"] = {k: record[k] for k in RUNTIME if k in record}
@@ -172,9 +192,9 @@ def _lineage(record: Mapping[str, Any]) -> str:
     )
 
 
-def write_item(path: str | Path, final: str | Path, dest: str | Path) -> Path:
+def write_item(path: str | Path, final: str | Path, dest: str | Path, companions: Mapping[str, Path] | None = None) -> Path:
     """Write the item of the raster at ``path`` (found at ``final`` once committed) to ``dest``."""
-    doc = build_item(path, final).to_dict(include_self_link=False)
+    doc = build_item(path, final, companions).to_dict(include_self_link=False)
     doc["stac_version"] = STAC_VERSION
     Path(dest).write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     return Path(dest)
@@ -184,6 +204,10 @@ def write_items(outs: Any) -> None:
     """Write the item sidecar of each raster role of the :class:`~geodino.outputs.OutputSet` ``outs`` that has one
     (see :func:`with_items`), at its temporary, from the raster's temporary."""
     for role in RASTER_ROLES:
-        written = role in outs and (outs.temp(role).exists() or outs.temp(role).is_symlink())
-        if f"{role}{ITEM_ROLE}" in outs and written:
-            write_item(outs.temp(role), outs.path(role), outs.temp(f"{role}{ITEM_ROLE}"))
+        if f"{role}{ITEM_ROLE}" in outs and _written(outs, role):
+            companions = {r: outs.path(r) for r in COMPANIONS.get(role, {}) if r in outs and _written(outs, r)}
+            write_item(outs.temp(role), outs.path(role), outs.temp(f"{role}{ITEM_ROLE}"), companions)
+
+
+def _written(outs: Any, role: str) -> bool:
+    return role in outs and (outs.temp(role).exists() or outs.temp(role).is_symlink())

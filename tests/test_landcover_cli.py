@@ -35,7 +35,8 @@ def test_landsat8_band_files_with_wgs84_polygons_train_and_map(tmp_path: Path, s
     assert losses[1] < losses[0] and info["class_column"] == "id" and info["model"] == "geodino_tiny_mlp" and info["layers"] == [1, 2]
     metrics = json.loads(head.with_suffix(".metrics.json").read_text())
     assert set(metrics) == {"train", "validation", "split"} and len(metrics["train"]["confusion"]) == 3
-    out, vec = tmp_path / "lc.tif", tmp_path / "lc.gpkg"
+    out, vec = tmp_path / "lc.tif", tmp_path / "polygons" / "lc.gpkg"  # the polygons in a folder of their own
+    vec.parent.mkdir()
     r = run("land-cover", *bands, out, "--head", head, "--weights", "random", "--sensor", "landsat8-c2l1", "--tile", "128",
             "--overlap", "32", "--vector", vec)  # fmt: skip
     assert r.exit_code == 0, r.output
@@ -45,6 +46,9 @@ def test_landsat8_band_files_with_wgs84_polygons_train_and_map(tmp_path: Path, s
         assert ds.colormap(1)[0][:3] == (31, 119, 180)
     polys = gpd.read_file(vec)
     assert polys.crs.to_epsg() == 32617 and len(polys) > 0 and set(polys["class"]) <= {0, 1, 2}
+    assets = json.loads((tmp_path / "lc.tif.json").read_text())["assets"]  # the class raster's item lists the polygons
+    assert assets["vector"]["href"] == "./polygons/lc.gpkg"  # relative to the item
+    assert assets["vector"]["type"] == "application/geopackage+sqlite3" and (tmp_path / assets["vector"]["href"]).is_file()
 
 
 def test_a_label_raster_on_the_scene_grid_trains_too(tmp_path: Path, shared_data: Path) -> None:

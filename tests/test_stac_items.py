@@ -88,7 +88,9 @@ def test_a_canopy_height_cog_gets_a_data_item(tmp_path: Path, offline_validator:
             "--overlap", "16")  # fmt: skip
     assert r.returncode == 0, r.stderr
     item, doc = _validated(tmp_path / "chm.tif.json")
-    assert EMBEDDINGS not in doc["stac_extensions"] and list(item.assets) == ["data"]
+    assert EMBEDDINGS not in doc["stac_extensions"] and list(item.assets) == ["data", "aux", "style"]  # the run's other files
+    assert item.assets["aux"].href == "./chm.tif.aux.xml" and item.assets["style"].href == "./chm.qml"
+    assert all((tmp_path / a.href).is_file() for a in item.assets.values())
     band = item.assets["data"].extra_fields["raster:bands"][0]
     with rasterio.open(tmp_path / "chm.tif") as ds:
         assert band["data_type"] == ds.dtypes[0] and item.properties["proj:shape"] == [ds.height, ds.width]
@@ -104,7 +106,9 @@ def test_an_existing_item_is_refused_without_overwrite_and_left_as_it_was(tmp_pa
     r = run("encode", scene, tmp_path / "f.tif", *TINY)
     one_line_error(r, "f.tif.json exists")
     assert (tmp_path / "f.tif.json").read_text() == "mine" and not (tmp_path / "f.tif").exists()
-    r = run("encode", scene, tmp_path / "f.tif", *TINY, "--overwrite")
+    r = run("encode", scene, tmp_path / "f.tif", *TINY, "--overwrite", "--tokens")
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "f.tif.json").read_text())
     assert doc["id"] == "f.tif" and np.isclose(doc["properties"]["gsd"], 16.0)
+    tokens = doc["assets"]["tokens"]  # the run's other output, listed by the features' item
+    assert tokens["roles"] == ["metadata"] and (tmp_path / tokens["href"]).is_dir() and tokens["href"].endswith(".tokens.zarr")
