@@ -61,12 +61,12 @@ def record_from_tags(tags: Mapping[str, str]) -> dict[str, object]:
     return {k.removeprefix(TAG_PREFIX).lower(): _tag_value(v) for k, v in tags.items() if k.startswith(TAG_PREFIX)}
 
 
-def record_from_attrs(attrs: Mapping[str, object], keys: set[str] | None = None) -> dict[str, object]:
-    """The record held by Zarr attributes, minus the format's own (CF and GDAL) attributes; ``keys``: only these.
+def record_from_attrs(attrs: Mapping[str, object]) -> dict[str, object]:
+    """The record held by Zarr attributes, minus the format's own (CF and GDAL) attributes.
     Stores written before records were native JSON held lists and mappings as JSON text: those are decoded."""
     out: dict[str, object] = {}
     for k, v in attrs.items():
-        if k in FORMAT_ATTRS or k.startswith("_") or (keys is not None and k not in keys):
+        if k in FORMAT_ATTRS or k.startswith("_"):
             continue
         if isinstance(v, str) and v[:1] in "[{":
             v = _tag_value(v)

@@ -21,6 +21,7 @@ known to geodino, and is not guessed.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -39,15 +40,15 @@ RASTER_ROLES = ("features", "prediction", "probabilities")
 STAC_VERSION = "1.0.0"
 PROCESSING = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
 EMBEDDINGS = "https://stac-extensions.github.io/embeddings/v0.0.1/schema.json"
-#: the other files of a run that a raster's item lists as assets: role -> (media type, STAC role, title)
-COMPANIONS: dict[str, dict[str, tuple[str, str, str]]] = {
-    "features": {"tokens": ("application/vnd+zarr", "metadata", "CLS and storage tokens per tile, with tile footprints")},
-    "prediction": {
-        "vector": ("", "data", "class polygons"),
-        "evaluation": ("application/json", "metadata", "evaluation against the reference"),
-        "aux": ("application/xml", "metadata", "GDAL sidecar: class names, or unit and statistics"),
-        "style": ("text/xml", "style", "QGIS style"),
-    },
+#: the other files of a run that each raster role's item lists as assets
+COMPANIONS = {"features": ("tokens",), "prediction": ("vector", "evaluation", "aux", "style")}
+#: each companion's asset: role -> (media type, STAC role, title); a vector's media type comes from its suffix
+_ASSETS = {
+    "tokens": ("application/vnd+zarr", "metadata", "CLS and storage tokens per tile, with tile footprints"),
+    "vector": ("", "data", "class polygons"),
+    "evaluation": ("application/json", "metadata", "evaluation against the reference"),
+    "aux": ("application/xml", "metadata", "GDAL sidecar: class names, or unit and statistics"),
+    "style": ("text/xml", "style", "QGIS style"),
 }
 _VECTOR_TYPES = {".gpkg": "application/geopackage+sqlite3", ".geojson": "application/geo+json", ".fgb": "application/vnd.flatgeobuf"}
 #: the record entries that are the run's parameters (``emb:runtime_parameters``)
@@ -68,46 +69,32 @@ def with_items(targets: Mapping[str, str | Path | None]) -> dict[str, str | Path
     return out
 
 
-def _band_stats(ds: Any) -> list[dict[str, Any] | None]:
-    """Each band's statistics (:mod:`geodino.bandstats`) as ``raster:bands`` statistics, None where it holds none."""
+def _bands(path: Path, grid: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
+    """``raster:bands`` entries of the raster at ``path``: data type, nodata, resolution, and the unit and statistics
+    (:mod:`geodino.bandstats`) where a COG holds them."""
+    import rasterio
+
     from geodino.bandstats import parse_statistics
 
-    out: list[dict[str, Any] | None] = []
-    for b in range(1, ds.count + 1):
-        st = parse_statistics(ds.tags(b))
-        values = {} if st is None else {k: getattr(st, k) for k in ("minimum", "maximum", "mean", "stddev", "valid_percent")}
-        stats: dict[str, Any] = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
-        if st is not None and st.approximate:
-            stats["geodino:approximate"] = True  # from an overview or a sample (STATISTICS_APPROXIMATE=YES)
-        out.append(stats or None)
-    return out
-
-
-def _bands(path: Path, grid: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
-    """``raster:bands`` entries of the raster at ``path``: statistics and units where the file holds them."""
     n = int(grid["bands"])
-    stats: list[dict[str, Any] | None] = [None] * n
-    units: list[str] = [""] * n
-    if grid.get("format", "cog") == "cog" and path.is_file():
-        import rasterio
-
-        with rasterio.open(path) as ds:
-            stats, units = _band_stats(ds), [u or "" for u in ds.units]
-    nodata = grid.get("nodata")
-    dtype = str(record.get("dtype") or grid["dtype"])
-    a = grid["transform"][0]
-    out = []
-    for i in range(n):
-        band: dict[str, Any] = {"data_type": dtype, "spatial_resolution": abs(a)}
-        if nodata is not None:
-            band["nodata"] = nodata
-        if units[i]:
-            band["unit"] = units[i]
-        if stats[i]:
-            band["statistics"] = dict(stats[i] or {})
-            if band["statistics"].pop("geodino:approximate", False):
-                band["geodino:statistics_approximate"] = True  # the statistics object takes no other keys
-        out.append(band)
+    common: dict[str, Any] = {"data_type": str(record.get("dtype") or grid["dtype"]), "spatial_resolution": abs(grid["transform"][0])}
+    if grid.get("nodata") is not None:
+        common["nodata"] = grid["nodata"]
+    out = [dict(common) for _ in range(n)]
+    if grid.get("format", "cog") != "cog" or not path.is_file():
+        return out
+    with rasterio.open(path) as ds:
+        for band, unit, b in zip(out, ds.units, range(1, n + 1), strict=True):
+            if unit:
+                band["unit"] = unit
+            st = parse_statistics(ds.tags(b))
+            if st is None:
+                continue
+            values = {k: getattr(st, k) for k in ("minimum", "maximum", "mean", "stddev", "valid_percent")}
+            if stats := {k: v for k, v in values.items() if v is not None and math.isfinite(v)}:
+                band["statistics"] = stats
+            if st.approximate:  # from an overview or a sample; the statistics object takes no other keys
+                band["geodino:statistics_approximate"] = True
     return out
 
 
@@ -135,8 +122,6 @@ def build_item(path: str | Path, final: str | Path, companions: Mapping[str, Pat
     geobox = GeoBox((grid["height"], grid["width"]), transform, crs.to_wkt())
     footprint = geobox.extent.to_crs("EPSG:4326").geom
     created = str(record.get("created"))
-    import datetime as dt
-
     when = dt.datetime.fromisoformat(created) if created != "None" else dt.datetime.now(dt.UTC)
     features = "product" not in record
     props: dict[str, Any] = {
@@ -161,7 +146,7 @@ def build_item(path: str | Path, final: str | Path, companions: Mapping[str, Pat
     proj.bbox = list(geobox.extent.boundingbox)
     _add_asset(item, "embeddings" if features else "data", final, info["format"] == "zarr", _bands(Path(path), grid, record))
     for role, where in (companions or {}).items():
-        media, stac_role, title = {**COMPANIONS["features"], **COMPANIONS["prediction"]}[role]
+        media, stac_role, title = _ASSETS[role]
         href = os.path.relpath(where, final.parent)
         item.add_asset(role, pystac.Asset(href if href.startswith(".") else f"./{href}", title=title, roles=[stac_role],
                                           media_type=media or _VECTOR_TYPES.get(where.suffix.lower())))  # fmt: skip
@@ -205,7 +190,7 @@ def write_items(outs: Any) -> None:
     (see :func:`with_items`), at its temporary, from the raster's temporary."""
     for role in RASTER_ROLES:
         if f"{role}{ITEM_ROLE}" in outs and _written(outs, role):
-            companions = {r: outs.path(r) for r in COMPANIONS.get(role, {}) if r in outs and _written(outs, r)}
+            companions = {r: outs.path(r) for r in COMPANIONS.get(role, ()) if _written(outs, r)}
             write_item(outs.temp(role), outs.path(role), outs.temp(f"{role}{ITEM_ROLE}"), companions)
 
 
